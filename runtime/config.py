@@ -1,0 +1,189 @@
+"""Node configuration: channels, node specs, TLS, and every limit, named.
+
+A :class:`NodeSpec` is what other nodes may learn about a node (it is gossiped by
+the membership layer): its name, where it listens and its channels. Secrets are
+never in it. A :class:`NodeConfig` is a node's own local configuration: its spec's
+inputs plus the keyring, TLS, limits and the static peer list.
+
+Each limit is a knob with a default and the reason for it (STYLE.md, "put a limit
+on everything, and name it").
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable
+from typing import Final, final
+
+import attrs
+
+from runtime.core.framing import FRAME_BYTES_MAX_DEFAULT
+from runtime.core.handshake import Keyring
+from runtime.ref import validate_node_name
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "ChannelSpec",
+    "NodeConfig",
+    "NodeSpec",
+    "TLSConfig",
+]
+
+
+def _check_name(_instance: object, _attribute: object, value: str) -> None:
+    validate_node_name(value)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ChannelSpec:
+    """A named channel: its own connections to every peer.
+
+    Attributes:
+        name: the channel's name; ``default`` carries user messages.
+        parallelism: connections per peer on this channel. Messages are spread
+            over them by partition key (by default the sender), so one sender's
+            messages to one receiver stay in order.
+        monotonic: under backlog keep only the newest queued message per
+            partition key (for state snapshots such as positions); refusal by
+            ``overloaded`` does not apply, since superseded messages are dropped.
+        send_queue_bytes_max: bytes that may wait per connection before ``send``
+            refuses with ``overloaded`` (backpressure). 8 MiB absorbs a burst of
+            tens of thousands of small messages or a few large ones.
+    """
+
+    name: str
+    parallelism: int = attrs.field(default=1)
+    monotonic: bool = False
+    send_queue_bytes_max: int = 8 * 1024 * 1024
+
+    @parallelism.validator
+    def _check_parallelism(self, _attribute: object, value: int) -> None:
+        if not 1 <= value <= 64:
+            raise ValueError(f"parallelism must be 1..64, not {value}")
+
+
+DEFAULT_CHANNELS: Final = (
+    ChannelSpec(name="default"),
+    ChannelSpec(name="membership"),
+    ChannelSpec(name="broadcast"),
+    ChannelSpec(name="rpc"),
+)
+
+
+def _channels(value: Iterable[ChannelSpec]) -> tuple[ChannelSpec, ...]:
+    channels = {spec.name: spec for spec in DEFAULT_CHANNELS}
+    for spec in value:
+        channels[spec.name] = spec
+    return tuple(channels.values())
+
+
+@final
+@attrs.frozen(kw_only=True)
+class NodeSpec:
+    """What the cluster knows of a node: name, listen addresses, channels."""
+
+    name: str = attrs.field(validator=_check_name)
+    addresses: tuple[tuple[str, int], ...] = attrs.field(converter=tuple)
+    channels: tuple[ChannelSpec, ...] = attrs.field(
+        default=DEFAULT_CHANNELS, converter=_channels
+    )
+
+    def channel(self, name: str) -> ChannelSpec | None:
+        for spec in self.channels:
+            if spec.name == name:
+                return spec
+        return None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class TLSConfig:
+    """TLS for the peer plane, with separate server and client sides.
+
+    Mutual authentication: give the server context ``verify_mode =
+    CERT_REQUIRED`` and a CA, and the client context a certificate chain.
+    An HMAC handshake still runs inside TLS: TLS proves which node, the
+    keyring proves membership of the cluster.
+
+    Attributes:
+        server: context for connections we accept.
+        client: context for connections we dial.
+        server_hostname: name to verify in the server's certificate; ``None``
+            uses the host part of the peer's node name.
+        handshake_timeout: seconds before an unfinished TLS handshake is dropped.
+    """
+
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+    server_hostname: str | None = None
+    handshake_timeout: float = 10.0
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        ca_file: str,
+        cert_file: str,
+        key_file: str,
+        mutual: bool = True,
+        server_hostname: str | None = None,
+    ) -> TLSConfig:
+        """Both contexts from PEM files of a private CA and this node's cert."""
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=ca_file)
+        server.load_cert_chain(cert_file, key_file)
+        if mutual:
+            server.verify_mode = ssl.CERT_REQUIRED
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+        client.load_cert_chain(cert_file, key_file)
+        return cls(server=server, client=client, server_hostname=server_hostname)
+
+
+def _keyring(value: Keyring | str | bytes) -> Keyring:
+    return value if isinstance(value, Keyring) else Keyring.from_secret(value)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    """A node's local configuration.
+
+    Attributes:
+        name: ``name@host``.
+        listen: ``(host, port)`` to listen on; port 0 picks a free port. We
+            listen on the given interface only, never on every address.
+        secret: the cluster keyring (or one secret).
+        channels: channels beyond (or overriding) the four defaults.
+        peers: static membership: the specs of the nodes to connect to.
+        tls: TLS for the peer plane, or ``None`` for plaintext (logged loudly).
+        frame_bytes_max: largest frame accepted after the handshake.
+        handshake_timeout: seconds for a connection to complete the hello.
+        write_timeout: a peer that accepts no bytes for this long is
+            disconnected, so no queue waits on it forever.
+        reconnect_backoff_min / reconnect_backoff_max: seconds between dial
+            attempts, doubling from min to max (with jitter).
+        mailbox_length_max: bound on queued messages per process; ``None`` is
+            unbounded, as in Erlang. Overflow drops the new message, counted.
+        refs_as_uri: references inside received payloads arrive as URI strings
+            instead of Pid / Ref / Name objects.
+    """
+
+    name: str = attrs.field(validator=_check_name)
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    secret: Keyring = attrs.field(converter=_keyring)
+    channels: tuple[ChannelSpec, ...] = attrs.field(default=(), converter=_channels)
+    peers: tuple[NodeSpec, ...] = attrs.field(default=(), converter=tuple)
+    tls: TLSConfig | None = None
+    frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
+    handshake_timeout: float = 5.0
+    write_timeout: float = 30.0
+    reconnect_backoff_min: float = 0.05
+    reconnect_backoff_max: float = 5.0
+    mailbox_length_max: int | None = None
+    refs_as_uri: bool = False
+
+    def channel(self, name: str) -> ChannelSpec | None:
+        for spec in self.channels:
+            if spec.name == name:
+                return spec
+        return None

@@ -1,0 +1,48 @@
+"""The runtime's exceptions.
+
+Errors a *peer* can cause (bad frames, bad handshakes) derive from
+:class:`ProtocolError`; they close that one connection and nothing else. Errors our
+*caller* causes are ``TypeError`` / ``ValueError`` subclasses raised at the call.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FrameTooLarge",
+    "HandshakeError",
+    "NoProcess",
+    "NotInProcess",
+    "ProtocolError",
+    "RuntimeStopped",
+]
+
+
+class ProtocolError(Exception):
+    """A peer sent something we do not accept: the connection is closed."""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame header announced more bytes than the current limit allows."""
+
+
+class HandshakeError(ProtocolError):
+    """The hello / challenge-response failed (wrong secret, version, or shape).
+
+    Attributes:
+        reply: a Reject body to send the peer before closing (so it can log why),
+            or ``None`` when the peer itself refused us.
+    """
+
+    reply: bytes | None = None
+
+
+class NotInProcess(RuntimeError):
+    """A process-only function (``self()``, ``receive()``) was called outside one."""
+
+
+class NoProcess(LookupError):
+    """The target process does not exist (or belongs to an older incarnation)."""
+
+
+class RuntimeStopped(RuntimeError):
+    """The node has stopped; no more processes can be spawned on it."""
