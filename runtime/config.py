@@ -78,13 +78,17 @@ def _channels(value: Iterable[ChannelSpec]) -> tuple[ChannelSpec, ...]:
     return tuple(channels.values())
 
 
+def _addresses(value: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    return tuple((str(host), int(port)) for host, port in value)
+
+
 @final
 @attrs.frozen(kw_only=True)
 class NodeSpec:
     """What the cluster knows of a node: name, listen addresses, channels."""
 
     name: str = attrs.field(validator=_check_name)
-    addresses: tuple[tuple[str, int], ...] = attrs.field(converter=tuple)
+    addresses: tuple[tuple[str, int], ...] = attrs.field(converter=_addresses)
     channels: tuple[ChannelSpec, ...] = attrs.field(
         default=DEFAULT_CHANNELS, converter=_channels
     )
@@ -172,7 +176,9 @@ class NodeConfig:
     listen: tuple[str, int] = ("127.0.0.1", 0)
     secret: Keyring = attrs.field(converter=_keyring)
     channels: tuple[ChannelSpec, ...] = attrs.field(default=(), converter=_channels)
-    peers: tuple[NodeSpec, ...] = attrs.field(default=(), converter=tuple)
+    peers: tuple[NodeSpec, ...] = attrs.field(
+        default=(), converter=tuple[NodeSpec, ...]
+    )
     tls: TLSConfig | None = None
     frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT
     handshake_timeout: float = 5.0

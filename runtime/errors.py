@@ -13,6 +13,7 @@ __all__ = [
     "NoProcess",
     "NotInProcess",
     "ProtocolError",
+    "ReceiveTimeout",
     "RuntimeStopped",
 ]
 
@@ -46,3 +47,7 @@ class NoProcess(LookupError):
 
 class RuntimeStopped(RuntimeError):
     """The node has stopped; no more processes can be spawned on it."""
+
+
+class ReceiveTimeout(TimeoutError):
+    """``receive`` found no matching message within its timeout (Erlang's after)."""

@@ -1,0 +1,1 @@
+"""The trio shell: drives the sans-IO cores with real sockets, timers and tasks."""
