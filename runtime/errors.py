@@ -10,7 +10,6 @@ from __future__ import annotations
 __all__ = [
     "FrameTooLarge",
     "HandshakeError",
-    "NoProcess",
     "NotInProcess",
     "ProtocolError",
     "ReceiveTimeout",
@@ -23,7 +22,13 @@ class ProtocolError(Exception):
 
 
 class FrameTooLarge(ProtocolError):
-    """A frame header announced more bytes than the current limit allows."""
+    """A frame header announced more bytes than the current limit allows.
+
+    Attributes:
+        bodies: whole frames decoded before the oversized header, in order.
+    """
+
+    bodies: list[bytes] = []  # noqa: RUF012 - replaced per instance, never mutated
 
 
 class HandshakeError(ProtocolError):
@@ -39,10 +44,6 @@ class HandshakeError(ProtocolError):
 
 class NotInProcess(RuntimeError):
     """A process-only function (``self()``, ``receive()``) was called outside one."""
-
-
-class NoProcess(LookupError):
-    """The target process does not exist (or belongs to an older incarnation)."""
 
 
 class RuntimeStopped(RuntimeError):

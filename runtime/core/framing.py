@@ -56,8 +56,10 @@ class FrameDecoder:
         """Add received bytes; return the bodies they complete, in order.
 
         Raises:
-            FrameTooLarge: a header announced more than ``frame_bytes_max``. The
-                decoder is then unusable; close the connection.
+            FrameTooLarge: a header announced more than ``frame_bytes_max``. Its
+                ``bodies`` holds the whole frames that came before the bad header
+                in this feed, so the caller can deliver them (nothing accepted is
+                lost). The decoder is then unusable; close the connection.
         """
         buffer = self._buffer
         if buffer:
@@ -72,9 +74,11 @@ class FrameDecoder:
         while end_all - pos >= _HEADER:
             size = int.from_bytes(view[pos : pos + _HEADER], "big")
             if size > size_max:
-                raise FrameTooLarge(
+                error = FrameTooLarge(
                     f"frame of {size} bytes exceeds the limit of {size_max}"
                 )
+                error.bodies = bodies
+                raise error
             end = pos + _HEADER + size
             if end > end_all:
                 break

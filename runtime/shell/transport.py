@@ -44,7 +44,7 @@ from runtime.core.handshake import (
     Role,
     SendBody,
 )
-from runtime.errors import HandshakeError, ProtocolError
+from runtime.errors import FrameTooLarge, HandshakeError, ProtocolError
 from runtime.ref import node_host
 from runtime.shell.connection import ConnectionState, OutboundConnection, SendStatus
 from runtime.shell.network import Address, Listener, Network
@@ -434,7 +434,14 @@ class Transport:
                 data = await receive(RECEIVE_BYTES)
                 if not data:
                     return
-                bodies = feed(data)
+                try:
+                    bodies = feed(data)
+                except FrameTooLarge as exc:
+                    # Deliver the whole frames ahead of the bad header first.
+                    for body in exc.bodies:
+                        route(*decode(body))
+                    count += len(exc.bodies)
+                    raise
         except TypeError as exc:
             # An unhashable target or sender field: the envelope's schema is wrong.
             raise ProtocolError(f"malformed envelope: {exc}") from None
