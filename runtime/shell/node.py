@@ -61,8 +61,13 @@ __all__ = [
 log = logging.getLogger("runtime.node")
 
 DEFAULT_CHANNEL: Final = "default"
-_PID_PREFIX: Final = "partisan:pid:"
-_PID_PREFIX_LEN: Final = len(_PID_PREFIX)
+# Envelope kinds as plain ints: an IntEnum member costs cbor2 a slow type lookup
+# per message, and int comparisons are cheaper than enum ones on the reader's path.
+_SEND: Final = int(Kind.SEND)
+_SEND_NAME: Final = int(Kind.SEND_NAME)
+_EXIT: Final = int(Kind.EXIT)
+# Parsed targets kept for reuse; a bound so a stream of distinct URIs cannot grow it.
+_RESOLVED_MAX: Final = 4096
 
 _current_node: contextvars.ContextVar[Node] = contextvars.ContextVar("partisan_node")
 _current_process: contextvars.ContextVar[Process] = contextvars.ContextVar(
@@ -167,6 +172,9 @@ class Node:
         # The router: target key (pid URI, ref URI, or handler key) -> target.
         self._targets: dict[str, Deliverable] = {}
         self._names: dict[str, str] = {}
+        # Parsed targets (URIs, tuples, Names) -> (node, kind, key): sends to a
+        # registered name parse it once, not per message. Bounded; cleared when full.
+        self._resolved: dict[object, tuple[str, int, str]] = {}
         self._processes: dict[str, Process] = {}
         self._stopped = False
         self.transport = Transport(
@@ -346,21 +354,18 @@ class Node:
         on a connection.
         """
         if type(target) is Pid:
-            node, kind, key_str = target.node, Kind.SEND, target.uri
-        elif type(target) is str and target.startswith(_PID_PREFIX):
-            node = target[_PID_PREFIX_LEN : target.rfind(":")]
-            kind, key_str = Kind.SEND, target
+            node, kind, key_str = target.node, _SEND, target.uri
         else:
-            ref = parse_target(target)
-            if isinstance(ref, Pid):
-                node, kind, key_str = ref.node, Kind.SEND, ref.uri
-            elif isinstance(ref, Name):
-                node, kind, key_str = ref.node, Kind.SEND_NAME, ref.name
-            else:
-                raise BadReference(f"cannot send to a ref: {target!r}")
+            try:
+                resolved = self._resolved.get(target)
+            except TypeError:  # unhashable: certainly not a target
+                raise BadReference(f"not a target: {target!r}") from None
+            if resolved is None:
+                resolved = self._resolve(target)
+            node, kind, key_str = resolved
         if node == self.name:
             self.sent_local_count += 1
-            if kind is Kind.SEND_NAME:
+            if kind == _SEND_NAME:
                 key_str = self._names.get(key_str, "")
             destination = self._targets.get(key_str)
             if destination is not None and destination.deliver(message):
@@ -382,6 +387,20 @@ class Node:
             self.refused[status] += 1
         return status
 
+    def _resolve(self, target: object) -> tuple[str, int, str]:
+        """Parse a non-Pid target once; repeated targets hit ``_resolved``."""
+        ref = parse_target(target)
+        if isinstance(ref, Pid):
+            resolved = (ref.node, _SEND, ref.uri)
+        elif isinstance(ref, Name):
+            resolved = (ref.node, _SEND_NAME, ref.name)
+        else:
+            raise BadReference(f"cannot send to a ref: {target!r}")
+        if len(self._resolved) >= _RESOLVED_MAX:
+            self._resolved.clear()
+        self._resolved[target] = resolved
+        return resolved
+
     def exit(self, pid: Pid, reason: object = "killed") -> None:
         """End process *pid* (local or remote) with *reason*; silent if gone."""
         if pid.node == self.name:
@@ -391,18 +410,18 @@ class Node:
             return
         slot = self.transport.slot(pid.node, DEFAULT_CHANNEL, pid.uri)
         if isinstance(slot, OutboundConnection):
-            slot.enqueue(encode_envelope(Kind.EXIT, pid.uri, None, None, reason))
+            slot.enqueue(encode_envelope(_EXIT, pid.uri, None, None, reason))
 
     def _route(
         self, kind: int, target: Any, sender: Any, ref: Any, payload: Any
     ) -> None:
         """Deliver one decoded envelope from the network (the reader's hot path)."""
         self.received_remote_count += 1
-        if kind == Kind.SEND:
+        if kind == _SEND:
             destination = self._targets.get(target)
-        elif kind == Kind.SEND_NAME:
+        elif kind == _SEND_NAME:
             destination = self._targets.get(self._names.get(target, ""))
-        elif kind == Kind.EXIT:
+        elif kind == _EXIT:
             process = self._processes.get(target)
             if process is not None:
                 process.kill(payload)

@@ -10,9 +10,9 @@ Theory of operation
 -------------------
 A connection is two one-way *pipes* (``src`` node -> ``dst`` node). A pipe is a
 queue of chunks, each stamped with the virtual time at which it becomes readable
-(its *due* time). ``send_all`` cuts the bytes it is given into the runtime's frames
-(a 4-byte big-endian length and a body; a partial frame waits in the pipe until
-its last byte arrives) and, per complete frame, consults the link ``src -> dst``:
+(its *due* time). ``send_all`` follows the runtime's framing (a 4-byte big-endian
+length and a body; the runtime's writer passes whole frames, often many in one
+call) and, per complete frame, consults the link ``src -> dst``:
 
 * **drop** (probability): the frame is never queued.
 * **duplicate** (probability): the frame is queued twice, back to back.
@@ -26,27 +26,34 @@ its last byte arrives) and, per complete frame, consults the link ``src -> dst``
   the connection to die as well (a TCP user timeout, a heartbeat that gave up)
   calls :meth:`MemoryNetwork.disconnect`, or lets the runtime close it.
 
-A link without faults and without a partition takes the fast path: all the whole
-frames of one ``send_all`` become one chunk, due at once.
+Only drop and duplicate need a whole frame, so only while the link has one of
+them does the pipe hold back the bytes of an incomplete frame (a caller sending a
+frame in pieces); otherwise bytes go as they come and the pipe merely tracks where
+each frame ends, so that a link without those faults is byte-transparent. A frame
+already partly sent when drop or duplicate is set goes through whole; faults start
+at the next frame boundary. A link without faults and without a partition takes
+the fast path: all the bytes of one ``send_all`` become one chunk, due at once.
 
 Bytes that do not parse as our frames (a header announcing more than
 ``frame_bytes_max``, which is what the first bytes of a TLS record look like) turn
 that pipe *opaque* for good: from then on each write is one chunk, which delay and
 partitions still apply to, but drop and duplicate do not, since removing bytes from
 the middle of an unframed stream corrupts it, which no network under TCP does.
+To fault TLS traffic, partition or disconnect.
 
 **Delivery is lazy; there is no background task.** A reader whose head chunk is
 not yet due sleeps until its due time (``trio.move_on_at``), which the MockClock's
 autojump reaches at once. So a :class:`MemoryNetwork` is a plain object that needs
-no nursery (no ``async with``, no ``run(task_status)``) and cannot leak a task;
-its methods only need to run inside ``trio.run`` when they read the clock.
+no nursery (no ``async with``, no ``run(task_status)``) and cannot leak a task.
+It may be made outside ``trio.run`` (in a fixture); its async methods and
+:meth:`MemoryNetwork.heal` (which reads the clock) run inside it.
 
 **Flow control.** Each pipe admits at most ``receive_buffer_bytes_max`` unread
 bytes: queued, in flight (delayed) and blackholed alike, as TCP's window counts
 unacknowledged bytes. ``send_all`` blocks while the pipe is full, so a node that
 stops reading exerts backpressure on the writer, and a writer across a long
-partition blocks too. Bytes of an incomplete frame are not counted, so a frame
-larger than the buffer still gets through.
+partition blocks too. Bytes held back of an incomplete frame are not counted, so
+a frame larger than the buffer still gets through.
 
 **Randomness** comes from one ``random.Random`` per pipe, seeded from the
 constructor's ``seed``, both node names and the ordinal of the connection between
@@ -95,9 +102,9 @@ __all__ = [
     "PartitionId",
 ]
 
-# A Linux socket's default receive buffer is in this range (tcp_rmem allows up to
-# 6 MiB with autotuning); 1 MiB is enough for a writer to coalesce freely and small
-# enough that a stalled reader blocks its writer within a few hundred frames.
+# Of the order of a Linux TCP receive buffer (tcp_rmem autotunes up to 6 MiB): room
+# for a writer to coalesce freely, small enough that a test whose reader stalls
+# sees its writer block after a megabyte, not after a gigabyte of memory.
 RECEIVE_BUFFER_BYTES_MAX_DEFAULT: Final = 1024 * 1024
 # As trio's SocketStream: what receive_some(None) returns at most.
 _RECEIVE_BYTES_DEFAULT: Final = 65536
@@ -254,16 +261,132 @@ class _Chunk:
 
 
 @final
+class _Piece:
+    """Bytes the cutter releases, and how the faults may treat them."""
+
+    __slots__ = ("data", "faultable", "frames")
+
+    def __init__(self, data: bytes, frames: int, *, faultable: bool) -> None:
+        self.data = data
+        # 1 when these bytes end a frame, else 0.
+        self.frames = frames
+        # A whole frame, none of it released before: drop and duplicate apply.
+        self.faultable = faultable
+
+
+@final
+class _FrameCutter:
+    """Finds frame boundaries in the bytes one side sends (sans-IO).
+
+    Bytes are held back only when ``whole`` frames are asked for (drop and
+    duplicate need them); otherwise they are released as they come, and the
+    cutter only keeps track of where the current frame ends, so that a stream
+    without those faults is byte-transparent and never stalls on a partial frame.
+    A frame of which some bytes were already released is never faultable: its
+    remainder goes through, and faults start at the next boundary.
+    """
+
+    __slots__ = (
+        "_committed",
+        "_frame_bytes_max",
+        "_header",
+        "_pending",
+        "_seen",
+        "_total",
+        "opaque",
+    )
+
+    def __init__(self, frame_bytes_max: int) -> None:
+        self._frame_bytes_max = frame_bytes_max
+        # The current frame: its header bytes so far (at most 4), its length with
+        # the header once known (0 before), and how many of its bytes we have seen.
+        self._header = bytearray()
+        self._total = 0
+        self._seen = 0
+        # Bytes of the current frame held back (only when whole frames are asked
+        # for). Invariant: never a whole frame between calls.
+        self._pending = bytearray()
+        # Some bytes of the current frame were already released.
+        self._committed = False
+        # A header announced more than frame_bytes_max: these are not our frames
+        # (TLS, or a test's raw bytes), and every later byte passes as it is.
+        self.opaque = False
+
+    def cut(self, data: memoryview, *, whole: bool) -> list[_Piece]:
+        """Take the bytes of one write; return what may go now, in order."""
+        if self.opaque:
+            return [_Piece(bytes(data), 0, faultable=False)] if data else []
+        pieces: list[_Piece] = []
+        pending = self._pending
+        if pending and not whole:
+            # Drop and duplicate were lifted mid-frame: let the held bytes go.
+            pieces.append(_Piece(bytes(pending), 0, faultable=False))
+            pending.clear()
+            self._committed = True
+        size_max = self._frame_bytes_max
+        end_all = len(data)
+        start = 0  # The first byte of data not yet in a piece or pending.
+        pos = 0
+        while pos < end_all:
+            if self._total == 0:
+                take = min(_HEADER_BYTES - len(self._header), end_all - pos)
+                self._header += data[pos : pos + take]
+                pos += take
+                self._seen += take
+                if len(self._header) < _HEADER_BYTES:
+                    break
+                size = int.from_bytes(self._header, "big")
+                if size > size_max:
+                    self.opaque = True
+                    rest = bytes(pending) + bytes(data[start:])
+                    pending.clear()
+                    pieces.append(_Piece(rest, 0, faultable=False))
+                    return pieces
+                self._total = _HEADER_BYTES + size
+            else:
+                take = min(self._total - self._seen, end_all - pos)
+                pos += take
+                self._seen += take
+            if self._seen == self._total:
+                frame = (
+                    bytes(pending) + bytes(data[start:pos])
+                    if pending
+                    else bytes(data[start:pos])
+                )
+                pending.clear()
+                pieces.append(_Piece(frame, 1, faultable=not self._committed))
+                start = pos
+                self._header.clear()
+                self._total = 0
+                self._seen = 0
+                self._committed = False
+        if start < end_all:
+            if whole and not self._committed:
+                pending += data[start:]
+            else:
+                tail = bytes(pending) + bytes(data[start:])
+                pending.clear()
+                pieces.append(_Piece(tail, 0, faultable=False))
+                self._committed = True
+        return pieces
+
+    def flush(self) -> bytes:
+        """The sender closed: give back the bytes held of an incomplete frame."""
+        held = bytes(self._pending)
+        self._pending.clear()
+        return held
+
+
+@final
 class _Pipe:
     """One direction of a connection: the bytes node ``src`` sends node ``dst``."""
 
     __slots__ = (
         "_buffered_bytes",
+        "_cutter",
         "_held",
         "_last_due",
         "_network",
-        "_opaque",
-        "_partial",
         "_queue",
         "_rng",
         "broken",
@@ -282,15 +405,13 @@ class _Pipe:
         self.src = src
         self.dst = dst
         self._rng = rng
-        # Bytes of one incomplete frame. Invariant: never holds a whole frame
-        # between calls; empty once the pipe is opaque.
-        self._partial = bytearray()
-        self._opaque = False
+        self._cutter = _FrameCutter(network._frame_bytes_max)
         # Readable chunks in order; due times never decrease.
         self._queue: deque[_Chunk] = deque()
         # Chunks blackholed by a partition, in order; they follow all of _queue.
         self._held: list[_Chunk] = []
-        # Unread bytes in _queue and _held (not _partial): what flow control bounds.
+        # Unread bytes in _queue and _held (not the cutter's): what flow control
+        # bounds.
         self._buffered_bytes = 0
         self._last_due = -math.inf
         # The sender closed its stream: after the queue drains, the reader sees EOF.
@@ -331,44 +452,24 @@ class _Pipe:
     # -- the sending side ----------------------------------------------------
 
     def write(self, data: memoryview, now: float) -> None:
-        """Accept bytes from ``send_all``; queue the frames they complete."""
+        """Accept bytes from ``send_all``; queue them, faults applied per frame."""
         network = self._network
         link = network._links.get((self.src, self.dst), _NO_FAULTS)
         blocked = network._is_blocked(self.src, self.dst)
-        if self._opaque:
-            self._enqueue(bytes(data), 0, now + self._draw_delay(link), blocked=blocked)
-            self.readers.unpark_all()
-            return
-        partial = self._partial
-        partial += data
-        end_all = len(partial)
-        frame_bytes_max = network._frame_bytes_max
-        pos = 0
-        frames: list[tuple[int, int]] = []
-        while end_all - pos >= _HEADER_BYTES:
-            size = int.from_bytes(partial[pos : pos + _HEADER_BYTES], "big")
-            if size > frame_bytes_max:
-                # Not our framing (TLS, or a test's raw bytes): pass bytes through.
-                self._opaque = True
-                break
-            end = pos + _HEADER_BYTES + size
-            if end > end_all:
-                break
-            frames.append((pos, end))
-            pos = end
-        if link is _NO_FAULTS and frames:
-            # The fast path: one chunk for all the whole frames of this write.
-            self._enqueue(bytes(partial[:pos]), len(frames), now, blocked=blocked)
+        pieces = self._cutter.cut(data, whole=link.drop > 0.0 or link.duplicate > 0.0)
+        if link is _NO_FAULTS:
+            # The fast path: one chunk for everything this write completes.
+            joined = b"".join(piece.data for piece in pieces)
+            if joined:
+                frames = sum(piece.frames for piece in pieces)
+                self._enqueue(joined, frames, now, blocked=blocked)
         else:
-            for start, end in frames:
-                self._enqueue_with_faults(
-                    bytes(partial[start:end]), link, now, blocked=blocked
-                )
-        if self._opaque:
-            rest = bytes(partial[pos:])
-            self._enqueue(rest, 0, now + self._draw_delay(link), blocked=blocked)
-            pos = end_all
-        del partial[:pos]
+            for piece in pieces:
+                if piece.faultable:
+                    self._enqueue_with_faults(piece.data, link, now, blocked=blocked)
+                else:
+                    earliest = now + self._draw_delay(link)
+                    self._enqueue(piece.data, piece.frames, earliest, blocked=blocked)
         self.readers.unpark_all()
 
     def _draw_delay(self, link: LinkFaults) -> float:
@@ -405,15 +506,14 @@ class _Pipe:
 
     def close_write(self, now: float) -> None:
         """The sender closed: flush a truncated frame, then EOF, both in order."""
+        truncated = self._cutter.flush()
         if not self.writable:
-            self._partial.clear()
             return
         blocked = self._network._is_blocked(self.src, self.dst)
-        if self._partial:
+        if truncated:
             # TCP would deliver these bytes; the reader's decoder sees a
             # truncated frame before EOF.
-            self._enqueue(bytes(self._partial), 0, now, blocked=blocked)
-            self._partial.clear()
+            self._enqueue(truncated, 0, now, blocked=blocked)
         # EOF travels as an empty chunk, so it waits behind delayed and held frames.
         self._enqueue(b"", 0, now, blocked=blocked)
         self.eof = True
@@ -475,7 +575,7 @@ class _Pipe:
         counters.frames_discarded += sum(c.frames for c in self._held)
         self._queue.clear()
         self._held.clear()
-        self._partial.clear()
+        self._cutter.flush()
         self._buffered_bytes = 0
 
 
@@ -925,7 +1025,8 @@ class MemoryNetwork:
 
         Frames held by a direction that is now open become readable at once, in
         order, behind anything still in flight (TCP retransmits them): a heal
-        loses nothing, and a stream that outlived its partition is intact.
+        loses nothing, and a stream that outlived its partition is intact. Call
+        it inside ``trio.run``: it reads the clock.
 
         Raises:
             KeyError: no such partition (never made, or already healed).
