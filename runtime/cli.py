@@ -69,11 +69,15 @@ from runtime.shell.node import Node, open_node
 __all__ = [
     "CONTROL_LINE_BYTES_MAX",
     "DEFAULT_SECRET_ENV",
+    "ConfigError",
     "NodeProcess",
     "NodeProcessError",
     "main",
     "open_node_process",
+    "parse_address",
+    "read_secret",
     "start_node_process",
+    "statistics_summary",
 ]
 
 log = logging.getLogger("runtime.cli")
@@ -175,10 +179,10 @@ def _node_name(text: object) -> str:
         raise ConfigError(str(exc)) from None
 
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
-def _typed(table: Mapping[str, object], key: str, kind: type[T], where: str) -> T:
+def _typed(table: Mapping[str, object], key: str, kind: type[_T], where: str) -> _T:
     value = table[key]
     # TOML integers are welcome where seconds (floats) are expected.
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -483,8 +487,8 @@ class _CommandError(Exception):
 
 
 def _get(
-    command: Mapping[str, object], key: str, kind: type[T], default: T | None = None
-) -> T:
+    command: Mapping[str, object], key: str, kind: type[_T], default: _T | None = None
+) -> _T:
     value = command.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)

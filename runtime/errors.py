@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "FrameTooLarge",
     "HandshakeError",
+    "MessageRefused",
     "NotInProcess",
     "ProtocolError",
     "ReceiveTimeout",
@@ -29,6 +30,14 @@ class FrameTooLarge(ProtocolError):
     """
 
     bodies: list[bytes] = []  # noqa: RUF012 - replaced per instance, never mutated
+
+
+class MessageRefused(ProtocolError):
+    """One message held something we do not accept (a foreign CBOR tag).
+
+    Only that message is dropped (logged and counted); the connection lives,
+    since the rest of the stream is intact.
+    """
 
 
 class HandshakeError(ProtocolError):

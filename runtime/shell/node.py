@@ -123,6 +123,7 @@ class NodeStatistics:
     inbound_connections_open: int
     protocol_errors_count: int
     handshake_failures_count: int
+    refused_messages_count: int
     slots: tuple[SlotStatistics, ...]
 
 
@@ -477,6 +478,7 @@ class Node:
             inbound_connections_open=transport.inbound_open_count,
             protocol_errors_count=transport.protocol_errors_count,
             handshake_failures_count=transport.handshake_failures_count,
+            refused_messages_count=transport.refused_messages_count,
             slots=tuple(
                 slot.statistics()
                 for peer in transport.peers.values()

@@ -44,7 +44,12 @@ from runtime.core.handshake import (
     Role,
     SendBody,
 )
-from runtime.errors import FrameTooLarge, HandshakeError, ProtocolError
+from runtime.errors import (
+    FrameTooLarge,
+    HandshakeError,
+    MessageRefused,
+    ProtocolError,
+)
 from runtime.ref import node_host
 from runtime.shell.connection import ConnectionState, OutboundConnection, SendStatus
 from runtime.shell.network import Address, Listener, Network
@@ -123,6 +128,7 @@ class Transport:
         self.protocol_errors_count = 0
         self.handshake_failures_count = 0
         self.frames_received_count = 0
+        self.refused_messages_count = 0
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -396,7 +402,7 @@ class Transport:
                 )
             peer_name = f"{identity.node}/{identity.channel}[{identity.index}]"
             decoder.frame_bytes_max = config.frame_bytes_max
-            await self._read_loop(stream, decoder, leftover)
+            await self._read_loop(stream, decoder, leftover, peer_name)
         except HandshakeError as exc:
             self.handshake_failures_count += 1
             log.warning("refused inbound connection from %s: %s", peer_name, exc)
@@ -416,7 +422,11 @@ class Transport:
             await _close_quietly(stream)
 
     async def _read_loop(
-        self, stream: trio.abc.Stream, decoder: FrameDecoder, leftover: list[bytes]
+        self,
+        stream: trio.abc.Stream,
+        decoder: FrameDecoder,
+        leftover: list[bytes],
+        peer: str,
     ) -> None:
         """The inbound hot path: bytes -> frames -> envelopes -> router."""
         decode = Decoder(refs_as_uri=self.config.refs_as_uri).decode_envelope
@@ -428,7 +438,13 @@ class Transport:
         try:
             while True:
                 for body in bodies:
-                    kind, target, sender, ref, payload = decode(body)
+                    try:
+                        kind, target, sender, ref, payload = decode(body)
+                    except MessageRefused as exc:
+                        # Only this message is bad; the stream is still in step.
+                        self.refused_messages_count += 1
+                        log.warning("dropped a message from %s: %s", peer, exc)
+                        continue
                     route(kind, target, sender, ref, payload)
                 count += len(bodies)
                 data = await receive(RECEIVE_BYTES)
@@ -438,9 +454,11 @@ class Transport:
                     bodies = feed(data)
                 except FrameTooLarge as exc:
                     # Deliver the whole frames ahead of the bad header first.
-                    for body in exc.bodies:
-                        route(*decode(body))
-                    count += len(exc.bodies)
+                    bodies = exc.bodies
+                    for body in bodies:
+                        with contextlib.suppress(MessageRefused):
+                            route(*decode(body))
+                    count += len(bodies)
                     raise
         except TypeError as exc:
             # An unhashable target or sender field: the envelope's schema is wrong.
@@ -455,7 +473,7 @@ class Transport:
     ) -> tuple[PeerIdentity, list[bytes]]:
         """Drive the handshake core over *stream*; returns the peer and any frames
         that arrived behind the last handshake message."""
-        body_decoder = Decoder()
+        body_decoder = Decoder(strict=True)
         effects = handshake.start() if handshake.role is Role.INITIATOR else []
         bodies: list[bytes] = []
         consumed = 0

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+import trio.lowlevel
 
 import runtime
 from runtime import ChannelSpec, Node, NodeConfig, SendStatus, open_node
@@ -101,7 +102,7 @@ async def test_one_senders_messages_stay_in_order_with_parallelism() -> None:
             for i in range(per_sender):
                 runtime.send(("sink", b.name), (tag, i))
                 if i % 100 == 0:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
 
         for tag in range(senders):
             a.spawn(sender, tag)
