@@ -59,7 +59,7 @@ from typing import IO, Any, Final, TypeVar, final
 import attrs
 import trio
 
-from runtime import api, wire
+from runtime import api
 from runtime.config import ChannelSpec, NodeConfig, NodeSpec, TLSConfig
 from runtime.errors import ReceiveTimeout
 from runtime.ref import BadReference, Name, Pid, validate_node_name
@@ -704,24 +704,10 @@ async def _stop_on_signal(signals: AsyncIterator[int], done: trio.CancelScope) -
         return
 
 
-def _warm_up_codec(node: str) -> None:
-    """Encode one ref now, so the first real message does not pay for it.
-
-    Workaround: cbor2's encoder imports datetime, decimal, uuid, email and
-    more the first time it meets a type it has no native encoder for (our
-    refs go through ``default=``), which costs 20-40 ms. Without this the
-    first message holding a pid (the demo's first greeting) shows that cost
-    as latency. Belongs in ``runtime.wire`` (or node start); done here until
-    it is.
-    """
-    wire.encode([Pid(node=node, creation=0, id=0)])
-
-
 async def _serve(options: _NodeOptions, config: NodeConfig) -> int:
     """Run the node until told to stop; the process's exit code."""
     out = _Output(sys.stdout)
     failed = False
-    _warm_up_codec(config.name)
     # The signal receiver is up before the node is, so a SIGTERM sent as soon
     # as "listening" is read still stops the node cleanly.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

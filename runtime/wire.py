@@ -238,3 +238,9 @@ class Decoder:
         if type(value) is not list or len(value) != 5 or type(value[0]) is not int:
             raise ProtocolError("frame is not an envelope [kind, target, ...]")
         return value[0], value[1], value[2], value[3], value[4]
+
+
+# cbor2's encoder imports datetime, decimal, uuid, email and more (20-40 ms) the
+# first time it meets a type it has no native encoder for, as our refs: pay that
+# at import, not on some node's first message.
+encode([Pid(node="warm@up", creation=0, id=0)])

@@ -232,11 +232,17 @@ class Handshake:
         self._state = _State.START
         # Filled as the exchange proceeds; valid once state reaches DONE.
         self._peer: PeerIdentity | None = None
+        self._peer_claim: str | None = None
         self._transcript = b""
 
     @property
     def done(self) -> bool:
         return self._state is _State.DONE
+
+    @property
+    def peer_node(self) -> str | None:
+        """The node the peer *claims* to be (unproven until ``done``), for logs."""
+        return self._peer_claim
 
     def start(self) -> list[Effect]:
         """Initiator only: the Hello to send first."""
@@ -317,6 +323,7 @@ class Handshake:
         ):
             raise _reject("malformed hello")
         _check_node(node)
+        self._peer_claim = node
         common = set(self._versions) & {v for v in versions if isinstance(v, int)}
         if not common:
             raise _reject(
@@ -363,6 +370,7 @@ class Handshake:
         ):
             raise _reject("malformed welcome")
         _check_node(node)
+        self._peer_claim = node
         if version not in self._versions:
             raise _reject(f"peer chose version {version}, we speak {self._versions}")
         self._transcript = self._make_transcript(

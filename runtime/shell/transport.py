@@ -307,6 +307,8 @@ class Transport:
             else:
                 log.debug("connect to %s/%s failed: %s", name, slot.channel, reason)
             if stream is not None:
+                if isinstance(exc, HandshakeError):
+                    await _send_reject(stream, exc)
                 await _close_quietly(stream)
             return reason
         assert stream is not None
@@ -380,6 +382,7 @@ class Transport:
     async def _serve_inbound(self, stream: trio.abc.Stream) -> None:
         config = self.config
         peer_name = "?"
+        handshake: Handshake | None = None
         self.inbound_open_count += 1
         try:
             if config.tls is not None:
@@ -405,13 +408,11 @@ class Transport:
             await self._read_loop(stream, decoder, leftover, peer_name)
         except HandshakeError as exc:
             self.handshake_failures_count += 1
-            log.warning("refused inbound connection from %s: %s", peer_name, exc)
-            if exc.reply is not None:
-                with (
-                    trio.move_on_after(1.0),
-                    contextlib.suppress(*_CONNECTION_ERRORS),
-                ):
-                    await stream.send_all(encode_frame(exc.reply))
+            claimed = handshake.peer_node if handshake is not None else None
+            log.warning(
+                "refused inbound connection from %s: %s", claimed or peer_name, exc
+            )
+            await _send_reject(stream, exc)
         except ProtocolError as exc:
             self.protocol_errors_count += 1
             log.warning("closing inbound connection from %s: %s", peer_name, exc)
@@ -496,6 +497,14 @@ class Transport:
             while consumed < len(bodies) and not handshake.done:
                 effects += handshake.on_body(body_decoder.decode(bodies[consumed]))
                 consumed += 1
+
+
+async def _send_reject(stream: trio.abc.Stream, error: HandshakeError) -> None:
+    """Tell the peer why we refuse it (best effort), so both sides log it."""
+    if error.reply is None:
+        return
+    with trio.move_on_after(1.0), contextlib.suppress(*_CONNECTION_ERRORS):
+        await stream.send_all(encode_frame(error.reply))
 
 
 def _describe(exc: BaseException) -> str:
