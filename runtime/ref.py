@@ -26,7 +26,7 @@ never a bare ``IndexError`` or a half-built object.
 from __future__ import annotations
 
 import re
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, final
 from urllib.parse import quote, unquote
 
 import attrs
@@ -83,13 +83,28 @@ def node_host(node: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+def _is_digits(text: str) -> bool:
+    # str.isdigit() alone accepts superscripts and other scripts' digits.
+    return text.isascii() and text.isdigit()
+
+
 def _split_local(text: str, uri: object) -> tuple[int, int]:
     creation, dot, ident = text.partition(".")
-    if not dot or not creation.isdigit() or not ident.isdigit():
+    if not dot or not _is_digits(creation) or not _is_digits(ident):
         raise BadReference(f"want CREATION.ID at the end of {uri!r}")
     return int(creation), int(ident)
 
 
+def _check_local(kind: str, node: object, creation: object, ident: object) -> None:
+    """Values are checked when built (STYLE.md): a pid whose URI does not parse
+    back must never exist."""
+    validate_node_name(node)
+    for label, value in (("creation", creation), ("id", ident)):
+        if type(value) is not int or value < 0:
+            raise BadReference(f"{kind} {label} must be an int >= 0, not {value!r}")
+
+
+@final
 @attrs.frozen(slots=True, cache_hash=True)
 class Pid:
     """A process identifier: the process *id* on *node* in incarnation *creation*.
@@ -104,6 +119,7 @@ class Pid:
     uri: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        _check_local("pid", self.node, self.creation, self.id)
         object.__setattr__(
             self, "uri", f"partisan:pid:{self.node}:{self.creation}.{self.id}"
         )
@@ -122,6 +138,7 @@ class Pid:
         return self.uri
 
 
+@final
 @attrs.frozen(slots=True, cache_hash=True)
 class Ref:
     """A unique reference (monitor refs, call correlation), unique per incarnation."""
@@ -132,6 +149,7 @@ class Ref:
     uri: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        _check_local("ref", self.node, self.creation, self.id)
         object.__setattr__(
             self, "uri", f"partisan:ref:{self.node}:{self.creation}.{self.id}"
         )
@@ -150,6 +168,7 @@ class Ref:
         return self.uri
 
 
+@final
 @attrs.frozen(slots=True, cache_hash=True)
 class Name:
     """A registered name on a node; resolved on that node when a message arrives."""
@@ -159,17 +178,25 @@ class Name:
     uri: str = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if not self.name:
-            raise BadReference("a registered name may not be empty")
-        object.__setattr__(
-            self, "uri", f"partisan:name:{self.node}:{quote(self.name, safe='')}"
-        )
+        validate_node_name(self.node)
+        name: object = self.name  # checked at run time: it may come from the wire
+        if not isinstance(name, str) or not name:
+            raise BadReference(f"a registered name is a non-empty str: {name!r}")
+        try:
+            encoded = quote(self.name, safe="")
+        except UnicodeEncodeError:
+            raise BadReference(f"name is not valid Unicode: {self.name!r}") from None
+        object.__setattr__(self, "uri", f"partisan:name:{self.node}:{encoded}")
 
     @classmethod
     def from_uri(cls, uri: object) -> Name:
         """Parse ``partisan:name:NODE:NAME`` (NAME percent-encoded)."""
         node, local = _parse_uri(uri, "name")
-        return cls(node=node, name=unquote(local, errors="strict"))
+        try:
+            name = unquote(local, errors="strict")
+        except UnicodeDecodeError:
+            raise BadReference(f"name is not UTF-8 in {uri!r}") from None
+        return cls(node=node, name=name)
 
     def to_tuple(self) -> tuple[str, str, str]:
         return ("name", self.node, self.name)

@@ -173,12 +173,14 @@ class Decoder:
     Not thread-safe; one per connection.
     """
 
-    __slots__ = ("_kwargs", "_refused", "refs_as_uri")
+    __slots__ = ("_kwargs", "_last_uri", "_refused", "refs_as_uri")
 
     def __init__(self, *, refs_as_uri: bool = False, strict: bool = False) -> None:
         self.refs_as_uri = refs_as_uri
         # Why the body being decoded is refused; reset by every decode().
         self._refused: str | None = None
+        # The last URI string handed out under refs_as_uri (identity matters).
+        self._last_uri: str | None = None
         semantic = {tag: self._semantic_refuser(tag) for tag in _CBOR2_SEMANTIC_TAGS}
         self._kwargs: dict[str, Any] = {
             "tag_hook": self._tag,
@@ -200,12 +202,22 @@ class Decoder:
         if parse is None:
             self._refused = f"unknown CBOR tag {tag.tag}"
             return _REFUSED
+        value = tag.value
+        if value is self._last_uri:
+            # Under refs_as_uri an inner ref tag already became this very
+            # string: a ref tag wrapping a ref tag, refused as the object
+            # decoder refuses it (it cannot parse a Pid as a URI).
+            self._refused = f"tag {tag.tag} holds another reference tag"
+            return _REFUSED
         try:
-            ref: Pid | Ref | Name = parse(tag.value)
+            ref: Pid | Ref | Name = parse(value)
         except BadReference as exc:
             self._refused = f"bad reference in tag {tag.tag}: {exc}"
             return _REFUSED
-        return ref.uri if self.refs_as_uri else ref
+        if self.refs_as_uri:
+            self._last_uri = ref.uri
+            return ref.uri
+        return ref
 
     def decode(self, body: bytes | bytearray | memoryview) -> Any:
         """Decode one CBOR body.

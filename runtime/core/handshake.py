@@ -79,6 +79,9 @@ _KEY_ID_BYTES: Final = 8
 # A keyring longer than this is a configuration mistake, and a hello listing more
 # proofs than this is hostile.
 KEYRING_SIZE_MAX: Final = 8
+# Connection indexes per channel: ChannelSpec allows parallelism up to 64; a
+# hello claiming more is malformed, not a configuration we could have.
+CONNECTION_INDEX_MAX: Final = 1024
 _LABEL_ACCEPTOR: Final = b"partisan-handshake-acceptor-v1"
 _LABEL_INITIATOR: Final = b"partisan-handshake-initiator-v1"
 
@@ -297,6 +300,7 @@ class Handshake:
     def _make_transcript(
         self,
         version: int,
+        offered: list[int],
         initiator: tuple[str, int],
         acceptor: tuple[str, int],
         channel: str,
@@ -304,8 +308,10 @@ class Handshake:
         nonce_i: bytes,
         nonce_a: bytes,
     ) -> bytes:
+        # The versions the initiator offered are bound too: a man in the middle
+        # who trims the hello's list to force an older version breaks the MACs.
         return cbor2.dumps(
-            [version, *initiator, *acceptor, channel, index, nonce_i, nonce_a]
+            [version, offered, *initiator, *acceptor, channel, index, nonce_i, nonce_a]
         )
 
     def _on_hello(self, m: dict[object, object]) -> list[Effect]:
@@ -313,18 +319,23 @@ class Handshake:
         channel, index, nonce = m.get("channel"), m.get("index"), m.get("nonce")
         if not (
             isinstance(versions, list)
+            and 0 < len(versions) <= 16
+            and all(_is_count(v) for v in versions)
             and isinstance(node, str)
-            and isinstance(creation, int)
+            and _is_count(creation)
             and isinstance(channel, str)
-            and isinstance(index, int)
+            and _is_count(index)
             and isinstance(nonce, bytes)
             and len(nonce) == NONCE_BYTES
-            and 0 <= index < 1024
         ):
+            raise _reject("malformed hello")
+        assert isinstance(creation, int)
+        assert isinstance(index, int)
+        if index >= CONNECTION_INDEX_MAX:
             raise _reject("malformed hello")
         _check_node(node)
         self._peer_claim = node
-        common = set(self._versions) & {v for v in versions if isinstance(v, int)}
+        common = set(self._versions) & set(versions)
         if not common:
             raise _reject(
                 f"no common protocol version (we speak {list(self._versions)}, "
@@ -340,6 +351,7 @@ class Handshake:
         )
         self._transcript = self._make_transcript(
             version,
+            versions,
             (node, creation),
             (self._node, self._creation),
             channel,
@@ -362,19 +374,22 @@ class Handshake:
         version, node, creation = m.get("version"), m.get("node"), m.get("creation")
         nonce = m.get("nonce")
         if not (
-            isinstance(version, int)
+            _is_count(version)
             and isinstance(node, str)
-            and isinstance(creation, int)
+            and _is_count(creation)
             and isinstance(nonce, bytes)
             and len(nonce) == NONCE_BYTES
         ):
             raise _reject("malformed welcome")
+        assert isinstance(version, int)
+        assert isinstance(creation, int)
         _check_node(node)
         self._peer_claim = node
         if version not in self._versions:
             raise _reject(f"peer chose version {version}, we speak {self._versions}")
         self._transcript = self._make_transcript(
             version,
+            list(self._versions),
             (self._node, self._creation),
             (node, creation),
             self._channel,
@@ -408,6 +423,11 @@ class Handshake:
         self._state = _State.DONE
         assert self._peer is not None
         return [SendBody(cbor2.dumps({"t": "ready"})), Established(self._peer)]
+
+
+def _is_count(value: object) -> bool:
+    """An int >= 0 and not a bool (``isinstance(True, int)`` holds)."""
+    return type(value) is int and value >= 0
 
 
 def _check_node(node: str) -> None:

@@ -6,7 +6,7 @@ and any unicode registered name, then checks that the URI form and the tuple for
 both round-trip and that ``parse_target`` accepts every documented spelling. A
 table of malformed inputs, and a property over arbitrary text, check that a bad
 reference raises :class:`BadReference` and nothing else (DESIGN.md, Remote refs and
-Pid identity). Known defects are kept as strict xfails so a fix is noticed.
+Pid identity). Defects these tests found are kept below as regression tests.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from runtime.ref import (
 # --- Strategies -------------------------------------------------------------
 
 _NAME_PART = st.from_regex(r"[A-Za-z0-9_.\-]{1,20}", fullmatch=True)
-_DNS_LABEL = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9\-]{0,14}[A-Za-z0-9])?", fullmatch=True)
+_DNS_LABEL = st.from_regex(
+    r"[A-Za-z0-9]([A-Za-z0-9\-]{0,14}[A-Za-z0-9])?", fullmatch=True
+)
 _DNS_HOST = st.lists(_DNS_LABEL, min_size=1, max_size=4).map(".".join)
 _IPV4_HOST = st.ip_addresses(v=4).map(str)
 _IPV6_HOST = st.ip_addresses(v=6).map(lambda address: f"[{address}]")
@@ -153,7 +155,7 @@ def test_ref_round_trips_through_uri_and_tuple_for_any_valid_node(
 def test_pid_and_ref_with_same_fields_differ_when_compared() -> None:
     pid = Pid(node="a@host", creation=1, id=2)
     ref = Ref(node="a@host", creation=1, id=2)
-    assert pid != ref
+    assert parse_target(pid.uri) != parse_target(ref.uri)
     assert pid.uri != ref.uri
 
 
@@ -289,7 +291,6 @@ def test_parse_target_reads_erlang_style_name_node_pair() -> None:
         ("pid", "a@host", 1, 2.0),
         ("pid", "nodeless", 1, 2),
         ("ref", "a@host", None, 2),
-        ("name", "a@host"),
         ("name", "a@host", ""),
         ("name", "a@host", 5),
         ("name", "a b@host", "server"),
@@ -336,16 +337,7 @@ _FRAGMENTS = st.sampled_from(
         "_",
     ]
 )
-# '%' and non-ASCII digits are left out of the random alphabet: both currently make
-# the parsers raise a plain ValueError (see the xfail tests below), and a flaky
-# failure here would hide what this property checks for everything else.
-_SAFE_TEXT = st.text(
-    alphabet=st.characters(
-        exclude_characters="%", exclude_categories=("Cs", "Nd", "No")
-    )
-    | st.sampled_from("0123456789"),
-    max_size=12,
-)
+_SAFE_TEXT = st.text(max_size=12)
 
 
 @given(text=st.lists(_FRAGMENTS | _SAFE_TEXT, max_size=8).map("".join))
@@ -373,45 +365,27 @@ def test_parse_target_gives_name_or_bad_reference_for_any_pair(
     assert ref == Name(node=target[1], name=target[0])
 
 
-# --- Known defects (strict xfails: they pass once runtime/ref.py is fixed) --
+# --- Defects found by these tests, fixed in runtime/ref.py (regressions) --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: str.isdigit() accepts non-ASCII digits and int() then "
-    "raises a plain ValueError (superscript two) instead of BadReference",
-)
 def test_parse_target_raises_bad_reference_when_id_is_superscript_digit() -> None:
     with pytest.raises(BadReference):
         parse_target("partisan:pid:a@host:\u00b2.1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: non-ASCII decimal digits (Arabic-Indic three) are "
-    "accepted, so a second spelling of one pid exists and its uri differs",
-)
 def test_pid_from_uri_raises_bad_reference_when_id_is_non_ascii_digit() -> None:
     with pytest.raises(BadReference):
         Pid.from_uri("partisan:pid:a@host:\u0663.1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: Name.from_uri uses unquote(errors='strict'), so a "
-    "percent-escape that is not UTF-8 raises UnicodeDecodeError, not BadReference",
+@pytest.mark.parametrize(
+    "uri", ["partisan:name:a@host:%ff", "partisan:name:a@h:%ed%a0%80"]
 )
-@pytest.mark.parametrize("uri", ["partisan:name:a@host:%ff", "partisan:name:a@h:%ed%a0%80"])
 def test_name_from_uri_raises_bad_reference_when_escape_is_not_utf8(uri: str) -> None:
     with pytest.raises(BadReference):
         parse_target(uri)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: the tuple form accepts negative creation/id (and bools), "
-    "building a Pid whose own uri does not parse",
-)
 @pytest.mark.parametrize(
     "target",
     [
@@ -428,22 +402,11 @@ def test_parse_target_raises_bad_reference_when_tuple_ids_invalid(
         parse_target(target)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: a surrogate in a registered name raises "
-    "UnicodeEncodeError from quote() instead of BadReference",
-)
 def test_parse_target_raises_bad_reference_when_name_has_surrogate() -> None:
     with pytest.raises(BadReference):
         parse_target(("name", "a@host", "\ud800"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ref.py bug: Pid/Ref/Name constructors validate nothing (STYLE.md 6.3: "
-    "values are validated on construction), so Pid('nonsense', -1, -2) exists "
-    "and its uri is refused by every decoder",
-)
 @pytest.mark.parametrize(
     "build",
     [
