@@ -41,10 +41,11 @@ from runtime.shell.node import current_node
 SECRET: Final = "benchmark-secret-0123456789"
 PAYLOAD: Final = ceiling.MESSAGE[4]
 BULK: Final = b"\x5a" * (1 << 20)
+# Queue bounds stay at their defaults (8 MiB): the shared-channel latency below
+# is what a user with default settings would see.
 CHANNELS: Final = (
     ChannelSpec(name="par4", parallelism=4),
-    ChannelSpec(name="bulk", send_queue_bytes_max=32 << 20),
-    ChannelSpec(name="default", send_queue_bytes_max=32 << 20),
+    ChannelSpec(name="bulk"),
 )
 # Sends between checkpoints of a blasting sender: the writer then coalesces
 # about this many frames per write (the ceiling uses 128).
@@ -242,8 +243,10 @@ async def _latency_under_bulk(
     return samples
 
 
-_FULL: Final = {"rtt": 5000, "one_way": 200_000, "bulk": 200, "hol": 2000}
-_QUICK: Final = {"rtt": 200, "one_way": 5000, "bulk": 10, "hol": 100}
+# Round trips behind a full shared queue take tens of milliseconds each, so the
+# head-of-line figure uses few of them.
+_FULL: Final = {"rtt": 5000, "one_way": 200_000, "bulk": 200, "hol": 300}
+_QUICK: Final = {"rtt": 200, "one_way": 5000, "bulk": 10, "hol": 50}
 
 
 async def measure_transport(

@@ -24,6 +24,7 @@ from runtime.core.handshake import Keyring
 from runtime.errors import (
     FrameTooLarge,
     HandshakeError,
+    MessageRefused,
     NotInProcess,
     ProtocolError,
     ReceiveTimeout,
@@ -40,6 +41,7 @@ __all__ = [
     "FrameTooLarge",
     "HandshakeError",
     "Keyring",
+    "MessageRefused",
     "Name",
     "Network",
     "Node",

@@ -115,25 +115,30 @@ class Mailbox:
         if messages and match is None:
             await self._checkpoint()
             return messages.popleft()
-        deadline = trio.current_time() + timeout if timeout is not None else None
-        scanned = 0
-        with trio.move_on_at(deadline if deadline is not None else float("inf")):
-            while True:
-                if match is None:
-                    if messages:
-                        await self._checkpoint()
-                        return messages.popleft()
-                else:
-                    for index, message in enumerate(
-                        itertools.islice(messages, scanned, None), scanned
-                    ):
-                        if match(message):
-                            del messages[index]
-                            await self._checkpoint()
-                            return message
-                    scanned = len(messages)
-                await self._park()
+        if timeout is None:
+            return await self._receive_matching(match)
+        with trio.move_on_after(timeout):
+            return await self._receive_matching(match)
         raise ReceiveTimeout(f"no message within {timeout} s")
+
+    async def _receive_matching(self, match: Callable[[object], bool] | None) -> object:
+        messages = self._messages
+        scanned = 0
+        while True:
+            if match is None:
+                if messages:
+                    await self._checkpoint()
+                    return messages.popleft()
+            else:
+                for index, message in enumerate(
+                    itertools.islice(messages, scanned, None), scanned
+                ):
+                    if match(message):
+                        del messages[index]
+                        await self._checkpoint()
+                        return message
+                scanned = len(messages)
+            await self._park()
 
     async def receive_batch(
         self, limit: int | None = None, timeout: float | None = None

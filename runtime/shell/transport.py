@@ -61,7 +61,7 @@ log = logging.getLogger("runtime.transport")
 
 # Bytes asked of the kernel per read. 256 KiB lets one read carry a whole
 # coalesced batch of small frames, or a quarter of a 1 MiB payload.
-RECEIVE_BYTES: Final = 256 * 1024
+RECEIVE_BYTES: Final = 64 * 1024
 
 # What a failing connection may raise; each closes that connection only.
 _CONNECTION_ERRORS: Final = (
@@ -321,7 +321,10 @@ class Transport:
                     identity.creation,
                 )
             peer.creation = identity.creation
-        slot.attach()
+        direct_fd = (
+            stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        )
+        slot.attach(direct_fd=direct_fd)
         self._notify()
         log.debug("connected to %s/%s[%d]", name, slot.channel, slot.index)
         reason = "closed"

@@ -159,14 +159,16 @@ async def test_monotonic_channel_keeps_newest_per_key_under_backlog() -> None:
     ):
         got = await collect(b, 2)
         # All sends happen before the writer task runs: a backlog by construction.
+        # (The very first may leave at once, written directly by an idle writer.)
         for i in range(100):
-            a.send(("sink", b.name), ("truck-1", i), channel="positions", key="t1")
-            a.send(("sink", b.name), ("truck-2", i), channel="positions", key="t2")
-        await wait_for(lambda: len(got) == 2)
+            a.send(("sink", b.name), ["truck-1", i], channel="positions", key="t1")
+            a.send(("sink", b.name), ["truck-2", i], channel="positions", key="t2")
+        await wait_for(lambda: ["truck-2", 99] in got and ["truck-1", 99] in got)
         await trio.sleep(0.05)
-        assert sorted(got) == [["truck-1", 99], ["truck-2", 99]]  # type: ignore[type-var]
+        assert len(got) <= 3
+        assert got[-2:] == [["truck-1", 99], ["truck-2", 99]]
         slot = next(s for s in a.statistics().slots if s.channel == "positions")
-        assert slot.superseded_count == 198
+        assert slot.superseded_count >= 197
 
 
 async def test_reconnects_after_peer_restart_and_old_pids_reach_nothing() -> None:
