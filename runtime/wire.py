@@ -139,6 +139,9 @@ class _Refused:
 
 
 _REFUSED: Final = _Refused()
+# Parsed references a decoder keeps; cleared when full, so bounded.
+REF_CACHE_SIZE_MAX: Final = 4096
+_REF_TYPES: Final[dict[int, type]] = {TAG_PID: Pid, TAG_REF: Ref, TAG_NAME: Name}
 _REF_PARSERS: Final[dict[int, Callable[[object], Pid | Ref | Name]]] = {
     TAG_PID: Pid.from_uri,
     TAG_REF: Ref.from_uri,
@@ -173,7 +176,7 @@ class Decoder:
     Not thread-safe; one per connection.
     """
 
-    __slots__ = ("_kwargs", "_last_uri", "_refused", "refs_as_uri")
+    __slots__ = ("_kwargs", "_last_uri", "_refs", "_refused", "refs_as_uri")
 
     def __init__(self, *, refs_as_uri: bool = False, strict: bool = False) -> None:
         self.refs_as_uri = refs_as_uri
@@ -181,6 +184,9 @@ class Decoder:
         self._refused: str | None = None
         # The last URI string handed out under refs_as_uri (identity matters).
         self._last_uri: str | None = None
+        # Parsed references by URI: one sender's pid arrives in message after
+        # message, and parsing a pid costs twice a whole envelope's decode.
+        self._refs: dict[str, Pid | Ref | Name] = {}
         semantic = {tag: self._semantic_refuser(tag) for tag in _CBOR2_SEMANTIC_TAGS}
         self._kwargs: dict[str, Any] = {
             "tag_hook": self._tag,
@@ -209,11 +215,17 @@ class Decoder:
             # decoder refuses it (it cannot parse a Pid as a URI).
             self._refused = f"tag {tag.tag} holds another reference tag"
             return _REFUSED
-        try:
-            ref: Pid | Ref | Name = parse(value)
-        except BadReference as exc:
-            self._refused = f"bad reference in tag {tag.tag}: {exc}"
-            return _REFUSED
+        cache = self._refs
+        ref = cache.get(value) if type(value) is str else None
+        if ref is None or ref.__class__ is not _REF_TYPES[tag.tag]:
+            try:
+                ref = parse(value)
+            except BadReference as exc:
+                self._refused = f"bad reference in tag {tag.tag}: {exc}"
+                return _REFUSED
+            if len(cache) >= REF_CACHE_SIZE_MAX:
+                cache.clear()
+            cache[ref.uri] = ref
         if self.refs_as_uri:
             self._last_uri = ref.uri
             return ref.uri

@@ -47,6 +47,10 @@ __all__ = ["ConnectionState", "OutboundConnection", "SendStatus", "SlotStatistic
 # of 150 bytes); a larger frame goes alone. Bounds the memcpy one batch costs the
 # event loop, so a backlog of 1 MiB frames cannot stall every other task.
 BATCH_BYTES_MAX: Final = 256 * 1024
+# A frame is written directly (no writer wake-up) only if the previous direct
+# write is at least this old: isolated sends (requests, replies) leave at once,
+# while a burst queues after its first frame and is coalesced by the writer.
+DIRECT_WRITE_GAP: Final = 50e-6
 
 log = logging.getLogger("runtime.transport")
 
@@ -99,6 +103,7 @@ class OutboundConnection:
     """The send side of one (peer, channel, index) connection slot."""
 
     __slots__ = (
+        "_direct_at",
         "_direct_fd",
         "_idle",
         "_keyed",
@@ -144,6 +149,8 @@ class OutboundConnection:
         self._direct_fd: int | None = None
         # True only while the writer is parked with nothing queued or in flight.
         self._idle = False
+        # When the last direct write happened (trio clock).
+        self._direct_at = -math.inf
         self.queued_bytes = 0
         # Bytes queued and not yet taken by the writer (queued_bytes less the
         # batch in flight).
@@ -160,10 +167,11 @@ class OutboundConnection:
     def enqueue(self, frame: bytes, key: object = None) -> SendStatus:
         """Queue a whole frame for the writer; never blocks, never raises.
 
-        When the writer is idle on a plain TCP connection the frame is written
+        When the writer is idle on a plain TCP connection and no direct write
+        happened in the last ``DIRECT_WRITE_GAP`` seconds, the frame is written
         at once with one non-blocking ``write`` (what trio's own ``send_all``
-        tries first), saving the writer's wake-up on the latency path; frames
-        sent before the writer has run again are queued and coalesced.
+        tries first), saving the writer's wake-up on the latency path; the
+        frames of a burst after its first are queued and coalesced.
         """
         state = self.state
         if state is not ConnectionState.CONNECTED:
@@ -171,8 +179,11 @@ class OutboundConnection:
                 return SendStatus.NOT_CONNECTED
             return SendStatus.DISCONNECTED
         if self._direct_fd is not None and self._idle:
-            self._write_direct(frame)
-            return SendStatus.OK
+            now = trio.current_time()
+            if now - self._direct_at >= DIRECT_WRITE_GAP:
+                self._direct_at = now
+                self._write_direct(frame)
+                return SendStatus.OK
         if self.monotonic:
             old = self._keyed.pop(key, None) if key is not None else None
             if old is not None:
@@ -187,6 +198,8 @@ class OutboundConnection:
             self._queue.append(frame)
         self.queued_bytes += len(frame)
         self._waiting_bytes += len(frame)
+        # Something is queued: no direct write may overtake it.
+        self._idle = False
         self._wake_writer()
         return SendStatus.OK
 
@@ -199,8 +212,6 @@ class OutboundConnection:
     def _write_direct(self, frame: bytes) -> None:
         assert self._direct_fd is not None
         assert not self._has_frames()
-        # Until the writer has run again, further frames queue behind this one.
-        self._idle = False
         try:
             written = os.write(self._direct_fd, frame)
         except OSError:
@@ -219,9 +230,10 @@ class OutboundConnection:
             self._waiting_bytes += len(rest)
             # The partial frame is counted once, when its first bytes left.
             self.frames_sent_count -= 1
+            self._idle = False
+            self._wake_writer()
         else:
             self.batches_sent_count += 1
-        self._wake_writer()
 
     def _take_batch(self) -> bytes:
         """Up to ``BATCH_BYTES_MAX`` of queued frames as one buffer (a frame

@@ -151,14 +151,17 @@ class Mailbox:
             ReceiveTimeout: no message within *timeout* seconds.
         """
         messages = self._messages
-        if not messages:
-            with trio.move_on_after(timeout if timeout is not None else float("inf")):
+        if messages:
+            await self._checkpoint()
+        elif timeout is None:
+            while not messages:
+                await self._park()
+        else:
+            with trio.move_on_after(timeout):
                 while not messages:
                     await self._park()
             if not messages:
                 raise ReceiveTimeout(f"no message within {timeout} s")
-        else:
-            await self._checkpoint()
         if limit is None or limit >= len(messages):
             batch = list(messages)
             messages.clear()

@@ -273,6 +273,7 @@ class Transport:
         config = self.config
         name = peer.spec.name
         stream: trio.abc.Stream | None = None
+        identity: PeerIdentity | None = None
         try:
             stream = await self._dial(peer.spec)
             if config.tls is not None:
@@ -306,11 +307,14 @@ class Transport:
                 )
             else:
                 log.debug("connect to %s/%s failed: %s", name, slot.channel, reason)
-            if stream is not None:
-                if isinstance(exc, HandshakeError):
-                    await _send_reject(stream, exc)
-                await _close_quietly(stream)
+            if stream is not None and isinstance(exc, HandshakeError):
+                await _send_reject(stream, exc)
             return reason
+        finally:
+            # Any way out before the connection is established (a failure, or
+            # the node stopping mid-handshake) closes the stream.
+            if identity is None and stream is not None:
+                await _close_quietly(stream)
         assert stream is not None
         if peer.creation != identity.creation:
             if peer.creation is not None:
