@@ -455,6 +455,10 @@ class Transport:
                         continue
                     route(kind, target, sender, ref, payload)
                 count += len(bodies)
+                if bodies:
+                    # Let the processes we just woke run before we go back to
+                    # the socket: their replies are the latency path.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 data = await receive(RECEIVE_BYTES)
                 if not data:
                     return
