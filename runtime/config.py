@@ -12,13 +12,18 @@ on everything, and name it").
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
-from typing import Final, final
+from typing import final
 
 import attrs
 
 from runtime.core.framing import FRAME_BYTES_MAX_DEFAULT
 from runtime.core.handshake import Keyring
+from runtime.core.spec import (
+    DEFAULT_CHANNELS,
+    ChannelSpec,
+    NodeSpec,
+    with_default_channels,
+)
 from runtime.ref import validate_node_name
 
 __all__ = [
@@ -32,72 +37,6 @@ __all__ = [
 
 def _check_name(_instance: object, _attribute: object, value: str) -> None:
     validate_node_name(value)
-
-
-@final
-@attrs.frozen(kw_only=True)
-class ChannelSpec:
-    """A named channel: its own connections to every peer.
-
-    Attributes:
-        name: the channel's name; ``default`` carries user messages.
-        parallelism: connections per peer on this channel. Messages are spread
-            over them by partition key (by default the sender), so one sender's
-            messages to one receiver stay in order.
-        monotonic: under backlog keep only the newest queued message per
-            partition key (for state snapshots such as positions); refusal by
-            ``overloaded`` does not apply, since superseded messages are dropped.
-        send_queue_bytes_max: bytes that may wait per connection before ``send``
-            refuses with ``overloaded`` (backpressure). 8 MiB absorbs a burst of
-            tens of thousands of small messages or a few large ones.
-    """
-
-    name: str
-    parallelism: int = attrs.field(default=1)
-    monotonic: bool = False
-    send_queue_bytes_max: int = 8 * 1024 * 1024
-
-    @parallelism.validator
-    def _check_parallelism(self, _attribute: object, value: int) -> None:
-        if not 1 <= value <= 64:
-            raise ValueError(f"parallelism must be 1..64, not {value}")
-
-
-DEFAULT_CHANNELS: Final = (
-    ChannelSpec(name="default"),
-    ChannelSpec(name="membership"),
-    ChannelSpec(name="broadcast"),
-    ChannelSpec(name="rpc"),
-)
-
-
-def _channels(value: Iterable[ChannelSpec]) -> tuple[ChannelSpec, ...]:
-    channels = {spec.name: spec for spec in DEFAULT_CHANNELS}
-    for spec in value:
-        channels[spec.name] = spec
-    return tuple(channels.values())
-
-
-def _addresses(value: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
-    return tuple((str(host), int(port)) for host, port in value)
-
-
-@final
-@attrs.frozen(kw_only=True)
-class NodeSpec:
-    """What the cluster knows of a node: name, listen addresses, channels."""
-
-    name: str = attrs.field(validator=_check_name)
-    addresses: tuple[tuple[str, int], ...] = attrs.field(converter=_addresses)
-    channels: tuple[ChannelSpec, ...] = attrs.field(
-        default=DEFAULT_CHANNELS, converter=_channels
-    )
-
-    def channel(self, name: str) -> ChannelSpec | None:
-        for spec in self.channels:
-            if spec.name == name:
-                return spec
-        return None
 
 
 @final
@@ -175,7 +114,9 @@ class NodeConfig:
     name: str = attrs.field(validator=_check_name)
     listen: tuple[str, int] = ("127.0.0.1", 0)
     secret: Keyring = attrs.field(converter=_keyring)
-    channels: tuple[ChannelSpec, ...] = attrs.field(default=(), converter=_channels)
+    channels: tuple[ChannelSpec, ...] = attrs.field(
+        default=(), converter=with_default_channels
+    )
     peers: tuple[NodeSpec, ...] = attrs.field(
         default=(), converter=tuple[NodeSpec, ...]
     )
