@@ -409,9 +409,18 @@ class Node:
             if process is not None:
                 process.kill(reason)
             return
-        slot = self.transport.slot(pid.node, DEFAULT_CHANNEL, pid.uri)
-        if isinstance(slot, OutboundConnection):
-            slot.enqueue(encode_envelope(_EXIT, pid.uri, None, None, reason))
+        # The sender's partition key, as for its messages: the exit signal
+        # stays behind everything this process sent that process.
+        process = _current_process.get(None)
+        key = process.pid.uri if process is not None else None
+        slot = self.transport.slot(pid.node, DEFAULT_CHANNEL, key)
+        if type(slot) is not OutboundConnection:
+            assert isinstance(slot, SendStatus)
+            self.refused[slot] += 1
+            return
+        status = slot.enqueue(encode_envelope(_EXIT, pid.uri, None, None, reason), key)
+        if status is not SendStatus.OK:
+            self.refused[status] += 1
 
     def _route(
         self, kind: int, target: Any, sender: Any, ref: Any, payload: Any

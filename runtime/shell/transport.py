@@ -277,15 +277,7 @@ class Transport:
         identity: PeerIdentity | None = None
         try:
             stream = await self._dial(peer.spec)
-            if config.tls is not None:
-                ssl_stream = trio.SSLStream(
-                    stream,
-                    config.tls.client,
-                    server_hostname=config.tls.server_hostname or node_host(name),
-                )
-                stream = ssl_stream
-                with trio.fail_after(config.tls.handshake_timeout):
-                    await ssl_stream.do_handshake()
+            stream = await self._start_tls(stream, peer=name)
             handshake = Handshake(
                 role=Role.INITIATOR,
                 node=self.name,
@@ -350,6 +342,30 @@ class Transport:
         )
         return reason
 
+    async def _start_tls(
+        self, stream: trio.abc.Stream, *, peer: str | None
+    ) -> trio.abc.Stream:
+        """Wrap *stream* in TLS when configured: as client when dialling *peer*,
+        as server when *peer* is None. The TLS handshake has its own timeout.
+
+        Resource handling: on failure the caller still owns (and closes) the
+        raw *stream*.
+        """
+        tls = self.config.tls
+        if tls is None:
+            return stream
+        if peer is None:
+            ssl_stream = trio.SSLStream(stream, tls.server, server_side=True)
+        else:
+            ssl_stream = trio.SSLStream(
+                stream,
+                tls.client,
+                server_hostname=tls.server_hostname or node_host(peer),
+            )
+        with trio.fail_after(tls.handshake_timeout):
+            await ssl_stream.do_handshake()
+        return ssl_stream
+
     async def _dial(self, spec: NodeSpec) -> trio.abc.Stream:
         errors: list[OSError] = []
         for address in spec.addresses:
@@ -393,11 +409,7 @@ class Transport:
         handshake: Handshake | None = None
         self.inbound_open_count += 1
         try:
-            if config.tls is not None:
-                ssl_stream = trio.SSLStream(stream, config.tls.server, server_side=True)
-                stream = ssl_stream
-                with trio.fail_after(config.tls.handshake_timeout):
-                    await ssl_stream.do_handshake()
+            stream = await self._start_tls(stream, peer=None)
             handshake = Handshake(
                 role=Role.ACCEPTOR,
                 node=self.name,
