@@ -470,7 +470,9 @@ class Transport:
                 count += len(bodies)
                 if bodies:
                     # Let the processes we just woke run before we go back to
-                    # the socket: their replies are the latency path.
+                    # the socket: their replies are the latency path. Twice,
+                    # since trio may run a batch in either order.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 data = await receive(RECEIVE_BYTES)
                 if not data:
