@@ -116,6 +116,7 @@ class NodeStatistics:
     sent_local_count: int
     sent_remote_count: int
     received_remote_count: int
+    frames_received_count: int
     dropped_no_target_count: int
     refused: dict[str, int]
     mailbox_overflow_count: int
@@ -478,6 +479,7 @@ class Node:
             sent_local_count=self.sent_local_count,
             sent_remote_count=self.sent_remote_count,
             received_remote_count=self.received_remote_count,
+            frames_received_count=transport.frames_received_count,
             dropped_no_target_count=self.dropped_no_target_count,
             refused={s.value: n for s, n in self.refused.items() if n},
             mailbox_overflow_count=sum(

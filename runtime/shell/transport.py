@@ -328,7 +328,7 @@ class Transport:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slot.run_writer, stream, config.write_timeout)
-                nursery.start_soon(self._watch_eof, stream, decoder)
+                nursery.start_soon(self._watch_eof, stream)
         except* _CONNECTION_ERRORS as group:
             reason = _describe(group.exceptions[0])
         except* ConnectionLost:
@@ -379,7 +379,7 @@ class Transport:
             raise OSError(f"node {spec.name} has no addresses")
         raise errors[-1]
 
-    async def _watch_eof(self, stream: trio.abc.Stream, decoder: FrameDecoder) -> None:
+    async def _watch_eof(self, stream: trio.abc.Stream) -> None:
         # The acceptor sends nothing after its Ready: any byte is a violation.
         data = await stream.receive_some(RECEIVE_BYTES)
         if data:
@@ -455,7 +455,6 @@ class Transport:
         feed = decoder.feed
         receive = stream.receive_some
         bodies = leftover
-        count = 0
         try:
             while True:
                 for body in bodies:
@@ -467,7 +466,7 @@ class Transport:
                         log.warning("dropped a message from %s: %s", peer, exc)
                         continue
                     route(kind, target, sender, ref, payload)
-                count += len(bodies)
+                self.frames_received_count += len(bodies)
                 if bodies:
                     # Let the processes we just woke run before we go back to
                     # the socket: their replies are the latency path. Twice,
@@ -485,13 +484,11 @@ class Transport:
                     for body in bodies:
                         with contextlib.suppress(MessageRefused):
                             route(*decode(body))
-                    count += len(bodies)
+                    self.frames_received_count += len(bodies)
                     raise
         except TypeError as exc:
             # An unhashable target or sender field: the envelope's schema is wrong.
             raise ProtocolError(f"malformed envelope: {exc}") from None
-        finally:
-            self.frames_received_count += count
 
     # ----------------------------------------------------------------- handshake
 

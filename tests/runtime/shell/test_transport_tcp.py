@@ -225,3 +225,4 @@ async def test_many_messages_are_coalesced_into_few_writes() -> None:
         )
         assert slot.frames_sent_count == n
         assert slot.batches_sent_count < n // 10
+        assert b.statistics().frames_received_count == n
