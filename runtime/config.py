@@ -106,7 +106,8 @@ class NodeConfig:
         reconnect_backoff_min / reconnect_backoff_max: seconds between dial
             attempts, doubling from min to max (with jitter).
         mailbox_length_max: bound on queued messages per process; ``None`` is
-            unbounded, as in Erlang. Overflow drops the new message, counted.
+            unbounded, as in Erlang. Overflow drops the new message, counted
+            and logged (rate-limited).
         refs_as_uri: references inside received payloads arrive as URI strings
             instead of Pid / Ref / Name objects.
     """

@@ -41,6 +41,8 @@ from typing import Final, final
 import attrs
 import trio
 
+from runtime.shell.parking import ParkingSpot
+
 __all__ = ["ConnectionState", "OutboundConnection", "SendStatus", "SlotStatistics"]
 
 # Most bytes joined into one write. Small frames coalesce up to this (about 1,800
@@ -108,8 +110,8 @@ class OutboundConnection:
         "_idle",
         "_keyed",
         "_queue",
-        "_waiter",
         "_waiting_bytes",
+        "_writer_spot",
         "batches_sent_count",
         "bytes_sent",
         "channel",
@@ -144,7 +146,8 @@ class OutboundConnection:
         self.state = ConnectionState.CONNECTING
         self._queue: deque[bytes] = deque()
         self._keyed: dict[object, bytes] = {}
-        self._waiter: trio.lowlevel.Task | None = None
+        # Where the writer waits while nothing is queued.
+        self._writer_spot = ParkingSpot()
         # A plain TCP socket's fd, written directly while the writer is idle.
         self._direct_fd: int | None = None
         # True only while the writer is parked with nothing queued or in flight.
@@ -200,14 +203,8 @@ class OutboundConnection:
         self._waiting_bytes += len(frame)
         # Something is queued: no direct write may overtake it.
         self._idle = False
-        self._wake_writer()
+        self._writer_spot.wake()
         return SendStatus.OK
-
-    def _wake_writer(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
 
     def _write_direct(self, frame: bytes) -> None:
         assert self._direct_fd is not None
@@ -231,7 +228,7 @@ class OutboundConnection:
             # The partial frame is counted once, when its first bytes left.
             self.frames_sent_count -= 1
             self._idle = False
-            self._wake_writer()
+            self._writer_spot.wake()
         else:
             self.batches_sent_count += 1
 
@@ -265,15 +262,6 @@ class OutboundConnection:
 
     def _has_frames(self) -> bool:
         return bool(self._keyed) if self.monotonic else bool(self._queue)
-
-    async def _park(self) -> None:
-        self._waiter = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
 
     def attach(self, *, direct_fd: int | None = None) -> None:
         """The dial loop established a stream: accept frames again.
@@ -326,7 +314,7 @@ class OutboundConnection:
             while True:
                 if not self._has_frames():
                     self._idle = True
-                    await self._park()
+                    await self._writer_spot.park()
                     continue
                 self._idle = False
                 data = self._take_batch()

@@ -11,13 +11,15 @@ message the predicate accepts, leaving the others in order; while it waits it
 only examines messages that arrived since its last scan.
 
 Overload policy: unbounded by default, as in Erlang. With ``length_max`` a
-delivery to a full mailbox is refused (``deliver`` returns False) and counted;
-it never blocks the sender, which may be the node's connection reader.
+delivery to a full mailbox is refused (``deliver`` returns False), counted and
+logged (rate-limited); it never blocks the sender, which may be the node's
+connection reader.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Final, final
@@ -25,12 +27,18 @@ from typing import Final, final
 import trio
 
 from runtime.errors import ReceiveTimeout
+from runtime.shell.parking import ParkingSpot
 
 __all__ = ["Mailbox"]
 
 # A receiver that always finds messages waiting would never yield; after this many
 # receives without a real checkpoint it takes one, so others get to run.
 _FAST_RECEIVES_MAX: Final = 64
+# Overflow is logged on the first drop and then once per this many, so a flood
+# of refusals cannot flood the log too; every drop is counted.
+_OVERFLOW_LOG_EVERY: Final = 1000
+
+log = logging.getLogger("runtime.node")
 
 
 @final
@@ -43,19 +51,21 @@ class Mailbox:
     __slots__ = (
         "_fast_receives",
         "_messages",
-        "_waiter",
+        "_spot",
         "closed",
         "dropped_count",
+        "label",
         "length_max",
     )
 
-    def __init__(self, length_max: int | None = None) -> None:
+    def __init__(self, length_max: int | None = None, *, label: str = "") -> None:
         self._messages: deque[object] = deque()
-        # The parked owner, if it waits for a message. Invariant: not None only
-        # while the deque holds no message it is interested in.
-        self._waiter: trio.lowlevel.Task | None = None
+        # Where the owner waits while no queued message interests it.
+        self._spot = ParkingSpot()
         self._fast_receives = 0
         self.length_max = length_max
+        # Who owns the mailbox, for the overflow log (a pid URI).
+        self.label = label
         self.dropped_count = 0
         self.closed = False
 
@@ -68,28 +78,22 @@ class Mailbox:
             return False
         if self.length_max is not None and len(self._messages) >= self.length_max:
             self.dropped_count += 1
+            if self.dropped_count % _OVERFLOW_LOG_EVERY == 1:
+                log.warning(
+                    "mailbox of %s is full (%d messages): %d dropped so far",
+                    self.label or "a process",
+                    self.length_max,
+                    self.dropped_count,
+                )
             return False
         self._messages.append(message)
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            trio.lowlevel.reschedule(waiter)
+        self._spot.wake()
         return True
 
     def close(self) -> None:
         """Refuse further deliveries and drop what is queued (the owner died)."""
         self.closed = True
         self._messages.clear()
-
-    async def _park(self) -> None:
-        assert self._waiter is None, "two tasks receive from one mailbox"
-        self._waiter = trio.lowlevel.current_task()
-
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._waiter = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _checkpoint(self) -> None:
         self._fast_receives += 1
@@ -138,7 +142,7 @@ class Mailbox:
                         await self._checkpoint()
                         return message
                 scanned = len(messages)
-            await self._park()
+            await self._spot.park()
 
     async def receive_batch(
         self, limit: int | None = None, timeout: float | None = None
@@ -155,11 +159,11 @@ class Mailbox:
             await self._checkpoint()
         elif timeout is None:
             while not messages:
-                await self._park()
+                await self._spot.park()
         else:
             with trio.move_on_after(timeout):
                 while not messages:
-                    await self._park()
+                    await self._spot.park()
             if not messages:
                 raise ReceiveTimeout(f"no message within {timeout} s")
         if limit is None or limit >= len(messages):

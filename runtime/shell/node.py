@@ -225,7 +225,9 @@ class Node:
         if self._stopped:
             raise RuntimeStopped(f"node {self.name} has stopped")
         pid = Pid(node=self.name, creation=self.creation, id=next(self._ids))
-        process = Process(self, pid, Mailbox(self.config.mailbox_length_max))
+        process = Process(
+            self, pid, Mailbox(self.config.mailbox_length_max, label=pid.uri)
+        )
         self._targets[pid.uri] = process.mailbox
         self._processes[pid.uri] = process
         if name is not None:

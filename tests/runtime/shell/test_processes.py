@@ -196,14 +196,20 @@ async def test_register_rejects_taken_names() -> None:
             runtime.spawn(forever, name="x")
 
 
-async def test_bounded_mailbox_refuses_without_blocking_and_counts() -> None:
+async def test_bounded_mailbox_refuses_without_blocking_and_counts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async with open_node(config(mailbox_length_max=3)) as node:
 
         async def idle() -> None:
             await trio.sleep_forever()
 
         pid = runtime.spawn(idle)
-        statuses = [runtime.send_checked(pid, i) for i in range(5)]
+        with caplog.at_level(logging.WARNING, logger="runtime.node"):
+            statuses = [runtime.send_checked(pid, i) for i in range(5)]
+        assert [r.message for r in caplog.records if "is full" in r.message] == [
+            f"mailbox of {pid.uri} is full (3 messages): 1 dropped so far"
+        ]
         assert statuses.count(runtime.SendStatus.OK) == 3
         assert node.statistics().mailbox_overflow_count == 2
         runtime.exit(pid)
