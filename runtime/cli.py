@@ -35,6 +35,18 @@ command (stdin)                                    event(s) (stdout)
 The other end of the protocol lives here as well (:func:`open_node_process`,
 :class:`NodeProcess`), so the demo and the end-to-end tests drive real node
 processes in one way, and the two ends cannot drift apart.
+
+Extension point
+---------------
+A package above the runtime (``plumdb``'s command, which the runtime must not
+import) runs a node the same way and adds its own service and commands:
+:func:`add_node_arguments` puts the node flags on its parser,
+:func:`node_options` merges them with the TOML file (whose extra tables it
+names are passed through in ``options.extra``), :func:`read_secret` and
+:func:`node_config` build the configuration, and :func:`serve` runs the node
+with an :data:`Extension`: an async context manager factory, entered once the
+node listens and left before it stops, that yields the extension's control
+commands (:data:`CommandHandler`; errors raised as :class:`CommandError`).
 """
 
 from __future__ import annotations
@@ -52,30 +64,50 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from typing import IO, Any, Final, TypeVar, final
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import IO, Any, Final, TypeAlias, TypeVar, final
 
 import attrs
 import trio
 
 from runtime import api
-from runtime.config import ChannelSpec, NodeConfig, NodeSpec, TLSConfig
+from runtime.config import (
+    STRATEGIES,
+    ChannelSpec,
+    FailureDetectorConfig,
+    MembershipConfig,
+    NodeConfig,
+    NodeSpec,
+    TLSConfig,
+)
 from runtime.errors import ReceiveTimeout
 from runtime.ref import BadReference, Name, Pid, validate_node_name
 from runtime.shell.connection import SendStatus
 from runtime.shell.node import Node, open_node
+from runtime.sim.cli import add_subcommands as add_sim_subcommands
 
 __all__ = [
     "CONTROL_LINE_BYTES_MAX",
     "DEFAULT_SECRET_ENV",
+    "CommandError",
+    "CommandHandler",
     "ConfigError",
+    "Emit",
+    "Extension",
+    "NodeOptions",
     "NodeProcess",
     "NodeProcessError",
+    "add_node_arguments",
+    "command_field",
     "main",
+    "node_config",
+    "node_options",
     "open_node_process",
     "parse_address",
     "read_secret",
+    "serve",
+    "setup_logging",
     "start_node_process",
     "statistics_summary",
 ]
@@ -118,8 +150,26 @@ _SLOT_COUNTS: Final = (
     "dropped_on_disconnect_count",
 )
 _TOP_LEVEL_KEYS: Final = frozenset(
-    {"name", "listen", "secret_env", "log_level", "peers", "tls", "limits", "channels"}
+    {
+        "name",
+        "listen",
+        "secret_env",
+        "log_level",
+        "peers",
+        "tls",
+        "limits",
+        "channels",
+        "membership",
+    }
 )
+# TOML keys of [membership], with their types.
+_MEMBERSHIP: Final = {
+    "strategy": str,
+    "role": str,
+    "heartbeat_interval": float,
+    "heartbeat_timeout": float,
+    "join_retry_interval": float,
+}
 
 
 class ConfigError(Exception):
@@ -131,8 +181,12 @@ class ConfigError(Exception):
 
 @final
 @attrs.frozen(kw_only=True)
-class _NodeOptions:
-    """Everything ``partisan node`` was asked to do, before the secret is read."""
+class NodeOptions:
+    """Everything ``partisan node`` was asked to do, before the secret is read.
+
+    ``extra`` holds the TOML tables an extension asked :func:`node_options`
+    to pass through (table name -> its content, unchecked).
+    """
 
     name: str
     listen: tuple[str, int]
@@ -146,6 +200,8 @@ class _NodeOptions:
     channels: tuple[ChannelSpec, ...]
     control_stdio: bool
     demo_greeter: bool
+    membership: dict[str, Any] = attrs.field(factory=dict)
+    extra: dict[str, Any] = attrs.field(factory=dict)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -192,8 +248,11 @@ def _typed(table: Mapping[str, object], key: str, kind: type[_T], where: str) ->
     return value
 
 
-def _load_toml(path: str) -> dict[str, Any]:
-    """The file's settings, with relative TLS paths made relative to the file."""
+def _load_toml(path: str, extra_tables: Collection[str] = ()) -> dict[str, Any]:
+    """The file's settings, with relative TLS paths made relative to the file.
+
+    Tables named in *extra_tables* are allowed and returned under ``extra``.
+    """
     try:
         with open(path, "rb") as file:
             data = tomllib.load(file)
@@ -201,7 +260,8 @@ def _load_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    unknown = set(data) - _TOP_LEVEL_KEYS
+    known = _TOP_LEVEL_KEYS | set(extra_tables)
+    unknown = set(data) - known
     if "secret" in unknown:
         raise ConfigError(
             f"{path}: a secret is never read from a file; name the environment"
@@ -209,9 +269,13 @@ def _load_toml(path: str) -> dict[str, Any]:
         )
     if unknown:
         raise ConfigError(
-            f"{path}: unknown keys {sorted(unknown)} (known: {sorted(_TOP_LEVEL_KEYS)})"
+            f"{path}: unknown keys {sorted(unknown)} (known: {sorted(known)})"
         )
     settings: dict[str, Any] = {}
+    for table in extra_tables:
+        if table in data and not isinstance(data[table], dict):
+            raise ConfigError(f"{path}: {table} is a [{table}] table")
+    settings["extra"] = {table: data[table] for table in extra_tables if table in data}
     for key in ("name", "listen", "secret_env", "log_level"):
         if key in data:
             settings[key] = _typed(data, key, str, "")
@@ -239,6 +303,14 @@ def _load_toml(path: str) -> dict[str, Any]:
         for key, kind in _LIMITS.items()
         if key in limits
     }
+    membership = data.get("membership", {})
+    if not isinstance(membership, dict) or set(membership) - set(_MEMBERSHIP):
+        raise ConfigError(f"{path}: [membership] may set only {sorted(_MEMBERSHIP)}")
+    settings["membership"] = {
+        key: _typed(membership, key, kind, "membership.")
+        for key, kind in _MEMBERSHIP.items()
+        if key in membership
+    }
     channels = data.get("channels", [])
     if not isinstance(channels, list):
         raise ConfigError(f"{path}: channels are [[channels]] tables")
@@ -265,9 +337,21 @@ def _channel(table: object, path: str) -> ChannelSpec:
         raise ConfigError(f"{path}: channel {values['name']!r}: {exc}") from None
 
 
-def _options(args: argparse.Namespace) -> _NodeOptions:
-    """Merge the TOML file (if any) and the flags; flags win."""
-    settings: dict[str, Any] = _load_toml(args.config) if args.config else {}
+def node_options(
+    args: argparse.Namespace, *, extra_tables: Collection[str] = ()
+) -> NodeOptions:
+    """Merge the TOML file (if any) and the node flags; flags win.
+
+    Args:
+        args: parsed by a parser with :func:`add_node_arguments`.
+        extra_tables: TOML tables an extension reads (``options.extra``).
+
+    Raises:
+        ConfigError: a setting is refused; the message says which.
+    """
+    settings: dict[str, Any] = (
+        _load_toml(args.config, extra_tables) if args.config else {}
+    )
     if args.name is not None:
         settings["name"] = args.name
     if args.listen is not None:
@@ -280,6 +364,11 @@ def _options(args: argparse.Namespace) -> _NodeOptions:
         value = getattr(args, f"tls_{key}")
         if value is not None:
             settings[f"tls_{key}"] = value
+    membership = dict(settings.get("membership", {}))
+    for key in _MEMBERSHIP:
+        value = getattr(args, key, None)
+        if value is not None:
+            membership[key] = value
     peers = dict(settings.get("peers", {}))
     for text in args.peer:
         name, address = _parse_peer(text)
@@ -289,7 +378,7 @@ def _options(args: argparse.Namespace) -> _NodeOptions:
     log_level = settings.get("log_level", "info").lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(f"log level is one of {_LOG_LEVELS}, not {log_level!r}")
-    return _NodeOptions(
+    return NodeOptions(
         name=_node_name(settings["name"]),
         listen=settings.get("listen", ("127.0.0.1", 0)),
         secret_env=settings.get("secret_env", DEFAULT_SECRET_ENV),
@@ -302,6 +391,8 @@ def _options(args: argparse.Namespace) -> _NodeOptions:
         channels=settings.get("channels", ()),
         control_stdio=args.control_stdio,
         demo_greeter=args.demo_greeter,
+        membership=membership,
+        extra=settings.get("extra", {}),
     )
 
 
@@ -333,7 +424,12 @@ def read_secret(variable: str, environ: Mapping[str, str]) -> bytes:
     return secret
 
 
-def _node_config(options: _NodeOptions, secret: bytes) -> NodeConfig:
+def node_config(options: NodeOptions, secret: bytes) -> NodeConfig:
+    """The :class:`NodeConfig` of *options* with *secret*.
+
+    Raises:
+        ConfigError: the settings do not make a valid configuration.
+    """
     tls_files = (options.tls_ca, options.tls_cert, options.tls_key)
     tls: TLSConfig | None = None
     if any(path is not None for path in tls_files):
@@ -355,7 +451,14 @@ def _node_config(options: _NodeOptions, secret: bytes) -> NodeConfig:
         NodeSpec(name=name, addresses=(address,), channels=options.channels)
         for name, address in sorted(options.peers.items())
     )
+    settings = dict(options.membership)
+    role = settings.pop("role", "peer")
     try:
+        detector = FailureDetectorConfig(
+            heartbeat_interval=settings.pop("heartbeat_interval", 1.0),
+            heartbeat_timeout=settings.pop("heartbeat_timeout", 5.0),
+        )
+        membership = MembershipConfig(failure_detector=detector, **settings)
         return NodeConfig(
             name=options.name,
             listen=options.listen,
@@ -363,6 +466,8 @@ def _node_config(options: _NodeOptions, secret: bytes) -> NodeConfig:
             channels=options.channels,
             peers=peers,
             tls=tls,
+            membership=membership,
+            role=role,
             **options.limits,  # type: ignore[arg-type]
         )
     except (TypeError, ValueError) as exc:
@@ -405,7 +510,8 @@ class _KeyValueFormatter(logging.Formatter):
         return " ".join(f"{key}={_quote(value)}" for key, value in fields)
 
 
-def _setup_logging(node: str, level: str) -> None:
+def setup_logging(node: str, level: str) -> None:
+    """Log records to stderr, one ``key=value`` line each, naming *node*."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_KeyValueFormatter(node))
     root = logging.getLogger()
@@ -482,25 +588,46 @@ class _LineReader:
             self._buffer += data
 
 
-class _CommandError(Exception):
-    pass
+class CommandError(Exception):
+    """A control command is refused; the node answers with an ``error`` event."""
 
 
-def _get(
+CommandHandler: TypeAlias = Callable[[Mapping[str, object]], Mapping[str, object]]
+"""An extension's control command: takes the command, returns the event to emit
+(its ``id`` is added); raises :class:`CommandError` to answer an error. Runs in
+the control loop, so it must not block."""
+
+Emit: TypeAlias = Callable[[Mapping[str, object]], None]
+"""Writes one event line on stdout (never blocks, never raises)."""
+
+Extension: TypeAlias = Callable[
+    [Node, Emit], AbstractAsyncContextManager[Mapping[str, CommandHandler]]
+]
+"""What :func:`serve` runs beside the node: ``extension(node, emit)`` is
+entered once the node listens and left before it stops, and yields command
+name -> handler; *emit* writes events of its own (from its tasks)."""
+
+
+def command_field(
     command: Mapping[str, object], key: str, kind: type[_T], default: _T | None = None
 ) -> _T:
+    """``command[key]`` checked to be a *kind* (*default* if absent).
+
+    Raises:
+        CommandError: absent without a default, or of another type.
+    """
     value = command.get(key, default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _CommandError(f"{key!r} must be a {kind.__name__}")
+        raise CommandError(f"{key!r} must be a {kind.__name__}")
     return value
 
 
 def _timeout(command: Mapping[str, object]) -> float:
-    timeout = _get(command, "timeout", float, CONTROL_TIMEOUT_DEFAULT)
+    timeout = command_field(command, "timeout", float, CONTROL_TIMEOUT_DEFAULT)
     if not 0 < timeout <= CONTROL_TIMEOUT_MAX:
-        raise _CommandError(f"timeout must be in (0, {CONTROL_TIMEOUT_MAX}] seconds")
+        raise CommandError(f"timeout must be in (0, {CONTROL_TIMEOUT_MAX}] seconds")
     return timeout
 
 
@@ -607,11 +734,37 @@ async def _wait_connected(
     out.emit({**reply, "event": "error", "error": f"not connected within {timeout}s"})
 
 
+def _command_spec(node: Node, command: Mapping[str, object]) -> NodeSpec:
+    name = command_field(command, "name", str)
+    host = command_field(command, "host", str)
+    port = command_field(command, "port", int)
+    try:
+        return NodeSpec(
+            name=name,
+            addresses=((host, port),),
+            channels=node.config.channels,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+async def _leave(
+    node: Node, out: _Output, reply: dict[str, object], other: str | None
+) -> None:
+    try:
+        await node.membership.leave(other)
+    except ValueError as exc:
+        out.emit({**reply, "event": "error", "error": str(exc)})
+        return
+    out.emit({**reply, "event": "left", "name": other or node.name})
+
+
 def _dispatch(
     node: Node,
     out: _Output,
     nursery: trio.Nursery,
     command: dict[str, object],
+    commands: Mapping[str, CommandHandler],
 ) -> bool:
     """Run one command; False when it asks the node to stop.
 
@@ -625,43 +778,63 @@ def _dispatch(
     try:
         match cmd:
             case "add_peer":
-                name = _get(command, "name", str)
-                host = _get(command, "host", str)
-                port = _get(command, "port", int)
-                try:
-                    spec = NodeSpec(
-                        name=name,
-                        addresses=((host, port),),
-                        channels=node.config.channels,
-                    )
-                except ValueError as exc:
-                    raise _CommandError(str(exc)) from None
+                spec = _command_spec(node, command)
                 node.add_peer(spec)
-                out.emit({**reply, "event": "peer_added", "name": name})
+                out.emit({**reply, "event": "peer_added", "name": spec.name})
             case "wait_connected":
-                name = _get(command, "name", str)
+                name = command_field(command, "name", str)
                 reply["name"] = name
                 nursery.start_soon(
                     _wait_connected, node, out, reply, name, _timeout(command)
                 )
             case "stats":
                 out.emit({**reply, "event": "stats", **statistics_summary(node)})
+            case "join":
+                spec = _command_spec(node, command)
+                node.membership.join(spec)
+                out.emit({**reply, "event": "joining", "name": spec.name})
+            case "leave":
+                other = command_field(command, "name", str, "")
+                nursery.start_soon(_leave, node, out, reply, other or None)
+            case "members":
+                out.emit(
+                    {
+                        **reply,
+                        "event": "members",
+                        "members": [
+                            {
+                                "name": spec.name,
+                                "addresses": [list(a) for a in spec.addresses],
+                            }
+                            for spec in node.membership.members()
+                        ],
+                        "up": node.membership.up_nodes(),
+                        "version": node.membership.version,
+                    }
+                )
             case "greet":
-                other = _get(command, "name", str)
-                text = _get(command, "text", str, f"hello from {node.name}")
+                other = command_field(command, "name", str)
+                text = command_field(command, "text", str, f"hello from {node.name}")
                 reply["name"] = other
                 node.spawn(_greet, out, reply, other, text, _timeout(command))
             case "stop":
                 out.emit({**reply, "event": "stopping"})
                 return False
+            case str() if cmd in commands:
+                out.emit({**commands[cmd](command), **reply})
             case _:
-                raise _CommandError(f"unknown command {cmd!r}")
-    except _CommandError as exc:
+                raise CommandError(f"unknown command {cmd!r}")
+    except CommandError as exc:
         out.emit({**reply, "event": "error", "cmd": str(cmd), "error": str(exc)})
     return True
 
 
-async def _control_loop(node: Node, out: _Output, done: trio.CancelScope) -> None:
+async def _control_loop(
+    node: Node,
+    out: _Output,
+    done: trio.CancelScope,
+    commands: Mapping[str, CommandHandler],
+) -> None:
     """Read commands from stdin until ``stop`` or EOF, then stop the node."""
     # A dup, so that closing our stream leaves fd 0 itself alone.
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
@@ -686,7 +859,7 @@ async def _control_loop(node: Node, out: _Output, done: trio.CancelScope) -> Non
                 if not isinstance(command, dict):
                     out.emit({"event": "error", "error": "a command is a JSON object"})
                     continue
-                if not _dispatch(node, out, nursery, command):
+                if not _dispatch(node, out, nursery, command, commands):
                     break
             nursery.cancel_scope.cancel()
     finally:
@@ -704,8 +877,17 @@ async def _stop_on_signal(signals: AsyncIterator[int], done: trio.CancelScope) -
         return
 
 
-async def _serve(options: _NodeOptions, config: NodeConfig) -> int:
-    """Run the node until told to stop; the process's exit code."""
+async def serve(
+    options: NodeOptions, config: NodeConfig, *, extension: Extension | None = None
+) -> int:
+    """Run the node until told to stop; the process's exit code.
+
+    Args:
+        options: from :func:`node_options` (control protocol, demo greeter).
+        config: from :func:`node_config`.
+        extension: a service run beside the node, with its commands (see
+            :data:`Extension`); ``None`` for a plain ``partisan node``.
+    """
     out = _Output(sys.stdout)
     failed = False
     # The signal receiver is up before the node is, so a SIGTERM sent as soon
@@ -726,13 +908,33 @@ async def _serve(options: _NodeOptions, config: NodeConfig) -> int:
                 )
                 if options.demo_greeter:
                     node.spawn(_greeter, out, name=GREETER_NAME)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
-                    if options.control_stdio:
-                        nursery.start_soon(
-                            _control_loop, node, out, nursery.cancel_scope
+                if options.control_stdio:
+                    node.membership.on_up(
+                        None, lambda peer: out.emit({"event": "node_up", "node": peer})
+                    )
+                    node.membership.on_down(
+                        None,
+                        lambda peer: out.emit({"event": "node_down", "node": peer}),
+                    )
+                async with contextlib.AsyncExitStack() as stack:
+                    commands: Mapping[str, CommandHandler] = {}
+                    if extension is not None:
+                        commands = await stack.enter_async_context(
+                            extension(node, out.emit)
                         )
-                log.info("stopping")
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(
+                            _stop_on_signal, signals, nursery.cancel_scope
+                        )
+                        if options.control_stdio:
+                            nursery.start_soon(
+                                _control_loop,
+                                node,
+                                out,
+                                nursery.cancel_scope,
+                                commands,
+                            )
+                    log.info("stopping")
         except* OSError as group:
             log.error("node failed: %s", group.exceptions[0])
             failed = True
@@ -744,6 +946,60 @@ async def _serve(options: _NodeOptions, config: NodeConfig) -> int:
 
 
 # ---------------------------------------------------------------------------- CLI
+
+
+def add_node_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the node flags of ``partisan node`` to *parser* (for
+    :func:`node_options`); an extension's command adds its own after."""
+    parser.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    parser.add_argument("--name", metavar="NAME@HOST", help="the node's name")
+    parser.add_argument(
+        "--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:0)"
+    )
+    parser.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        help=f"environment variable holding the cluster secret ({DEFAULT_SECRET_ENV})",
+    )
+    parser.add_argument(
+        "--peer",
+        metavar="NAME=HOST:PORT",
+        action="append",
+        default=[],
+        help="a static peer (repeatable)",
+    )
+    parser.add_argument(
+        "--membership",
+        dest="strategy",
+        choices=STRATEGIES,
+        help="membership strategy (default full_mesh); --peer nodes are its seeds",
+    )
+    parser.add_argument(
+        "--role", choices=("peer", "server", "client"), help="for client_server"
+    )
+    parser.add_argument(
+        "--heartbeat-interval", type=float, metavar="S", help="default 1.0 s"
+    )
+    parser.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        metavar="S",
+        help="silence before a peer is declared down (default 5.0 s)",
+    )
+    parser.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) to trust")
+    parser.add_argument("--tls-cert", metavar="PEM", help="this node's certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="this node's private key")
+    parser.add_argument("--log-level", choices=_LOG_LEVELS, help="default info")
+    parser.add_argument(
+        "--control-stdio",
+        action="store_true",
+        help="take JSON-line commands on stdin, write JSON-line events on stdout",
+    )
+    parser.add_argument(
+        "--demo-greeter",
+        action="store_true",
+        help='register a "greeter" process (the hello_cluster demo)',
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -765,50 +1021,27 @@ def _parser() -> argparse.ArgumentParser:
             f" environment only (--secret-env, default {DEFAULT_SECRET_ENV})."
         ),
     )
-    node.add_argument("--config", metavar="FILE", help="TOML file of settings")
-    node.add_argument("--name", metavar="NAME@HOST", help="the node's name")
-    node.add_argument(
-        "--listen", metavar="HOST:PORT", help="listen address (default 127.0.0.1:0)"
+    add_node_arguments(node)
+    sim = commands.add_parser(
+        "sim",
+        allow_abbrev=False,
+        help="run the deterministic cluster simulator",
+        description="Simulate a cluster in one process (docs/simulator.md).",
     )
-    node.add_argument(
-        "--secret-env",
-        metavar="VAR",
-        help=f"environment variable holding the cluster secret ({DEFAULT_SECRET_ENV})",
-    )
-    node.add_argument(
-        "--peer",
-        metavar="NAME=HOST:PORT",
-        action="append",
-        default=[],
-        help="a static peer (repeatable)",
-    )
-    node.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) to trust")
-    node.add_argument("--tls-cert", metavar="PEM", help="this node's certificate")
-    node.add_argument("--tls-key", metavar="PEM", help="this node's private key")
-    node.add_argument("--log-level", choices=_LOG_LEVELS, help="default info")
-    node.add_argument(
-        "--control-stdio",
-        action="store_true",
-        help="take JSON-line commands on stdin, write JSON-line events on stdout",
-    )
-    node.add_argument(
-        "--demo-greeter",
-        action="store_true",
-        help='register a "greeter" process (the hello_cluster demo)',
-    )
+    add_sim_subcommands(sim.add_subparsers(dest="sim_command", required=True))
     return parser
 
 
 def _node_command(args: argparse.Namespace) -> int:
     try:
-        options = _options(args)
+        options = node_options(args)
         secret = read_secret(options.secret_env, os.environ)
-        config = _node_config(options, secret)
+        config = node_config(options, secret)
     except ConfigError as exc:
         print(f"partisan node: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    _setup_logging(config.name, options.log_level)
-    return trio.run(_serve, options, config)
+    setup_logging(config.name, options.log_level)
+    return trio.run(serve, options, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -816,6 +1049,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "node":
         return _node_command(args)
+    if args.command == "sim":
+        code = args.run(args)
+        assert isinstance(code, int)
+        return code
     raise AssertionError(f"unhandled command {args.command!r}")
 
 
@@ -1044,6 +1281,7 @@ async def start_node_process(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    module: str = "runtime.cli",
 ) -> NodeProcess:
     """Start ``python -m runtime.cli node --control-stdio`` as a child process.
 
@@ -1058,6 +1296,9 @@ async def start_node_process(
             ``PARTISAN_SECRET`` (``None``: leave the environment as it is).
         args: more flags for ``partisan node``.
         env: the child's environment (default: ours).
+        module: the module run with ``-m``: another command built on
+            :func:`serve` (``plumdb.cli``) takes the same ``node`` flags and
+            speaks the same control protocol.
 
     Resource handling: the caller must ``await node.aclose()``, which stops
     the child and releases its pipes and log file.
@@ -1068,7 +1309,7 @@ async def start_node_process(
     argv = [
         python,
         "-m",
-        "runtime.cli",
+        module,
         "node",
         "--name",
         name,
@@ -1102,6 +1343,7 @@ async def open_node_process(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     python: str = sys.executable,
+    module: str = "runtime.cli",
     stop_timeout: float = 5.0,
 ) -> AsyncIterator[NodeProcess]:
     """A node process for the duration of the block (see :func:`start_node_process`).
@@ -1112,7 +1354,13 @@ async def open_node_process(
     """
     async with trio.open_nursery() as nursery:
         node = await start_node_process(
-            nursery, name, secret=secret, args=args, env=env, python=python
+            nursery,
+            name,
+            secret=secret,
+            args=args,
+            env=env,
+            python=python,
+            module=module,
         )
         try:
             yield node

@@ -12,12 +12,15 @@ on everything, and name it").
 from __future__ import annotations
 
 import ssl
-from typing import final
+from typing import Final, final
 
 import attrs
 
+from runtime.core.failure_detector import FailureDetectorConfig
 from runtime.core.framing import FRAME_BYTES_MAX_DEFAULT
+from runtime.core.full_mesh import FullMeshConfig
 from runtime.core.handshake import Keyring
+from runtime.core.hyparview import HyParViewConfig
 from runtime.core.spec import (
     DEFAULT_CHANNELS,
     ChannelSpec,
@@ -28,7 +31,12 @@ from runtime.ref import validate_node_name
 
 __all__ = [
     "DEFAULT_CHANNELS",
+    "STRATEGIES",
     "ChannelSpec",
+    "FailureDetectorConfig",
+    "FullMeshConfig",
+    "HyParViewConfig",
+    "MembershipConfig",
     "NodeConfig",
     "NodeSpec",
     "TLSConfig",
@@ -82,6 +90,47 @@ class TLSConfig:
         return cls(server=server, client=client, server_hostname=server_hostname)
 
 
+STRATEGIES: Final = ("full_mesh", "hyparview", "static", "client_server")
+"""The membership strategies a node can run (``MembershipConfig.strategy``)."""
+
+
+@final
+@attrs.frozen(kw_only=True)
+class MembershipConfig:
+    """How a node finds and watches its peers.
+
+    Attributes:
+        strategy: ``full_mesh`` (every node links to every other; membership
+            is an add-wins map gossiped by all), ``hyparview`` (partial views,
+            for clusters of hundreds to thousands), ``static`` (exactly the
+            configured peers), ``client_server`` (full-mesh membership; clients
+            link only to servers, servers to everyone; set ``NodeConfig.role``).
+            ``NodeConfig.peers`` are the seeds joined at start (the fixed
+            member list for ``static``).
+        full_mesh, hyparview: the strategies' own knobs.
+        failure_detector: heartbeat interval and timeout (see
+            ``docs/operations.md``, Failure detection).
+        join_retry_interval: seconds between joins through the seeds while
+            this node has no neighbour (a seed was not up yet, or we were
+            cut off). 2 s: a restarted cluster assembles within seconds
+            without hammering a seed that is down.
+        disconnect_timeout: seconds a graceful disconnect waits for queued
+            messages to leave before it closes anyway.
+    """
+
+    strategy: str = attrs.field(default="full_mesh")
+    full_mesh: FullMeshConfig = attrs.field(factory=FullMeshConfig)
+    hyparview: HyParViewConfig = attrs.field(factory=HyParViewConfig)
+    failure_detector: FailureDetectorConfig = attrs.field(factory=FailureDetectorConfig)
+    join_retry_interval: float = 2.0
+    disconnect_timeout: float = 5.0
+
+    @strategy.validator
+    def _check_strategy(self, _attribute: object, value: str) -> None:
+        if value not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, not {value!r}")
+
+
 def _keyring(value: Keyring | str | bytes) -> Keyring:
     return value if isinstance(value, Keyring) else Keyring.from_secret(value)
 
@@ -110,6 +159,9 @@ class NodeConfig:
             and logged (rate-limited).
         refs_as_uri: references inside received payloads arrive as URI strings
             instead of Pid / Ref / Name objects.
+        membership: the membership strategy and failure detection.
+        role: this node's role for ``client_server`` (``server`` or
+            ``client``); ``peer`` otherwise.
     """
 
     name: str = attrs.field(validator=_check_name)
@@ -129,6 +181,8 @@ class NodeConfig:
     reconnect_backoff_max: float = 5.0
     mailbox_length_max: int | None = None
     refs_as_uri: bool = False
+    membership: MembershipConfig = attrs.field(factory=MembershipConfig)
+    role: str = "peer"
 
     def channel(self, name: str) -> ChannelSpec | None:
         for spec in self.channels:

@@ -12,8 +12,10 @@ __all__ = [
     "HandshakeError",
     "MessageRefused",
     "NotInProcess",
+    "ProcessExit",
     "ProtocolError",
     "ReceiveTimeout",
+    "RemoteError",
     "RuntimeStopped",
 ]
 
@@ -61,3 +63,50 @@ class RuntimeStopped(RuntimeError):
 
 class ReceiveTimeout(TimeoutError):
     """``receive`` found no matching message within its timeout (Erlang's after)."""
+
+
+class RemoteError(Exception):
+    """An exception raised on another node, as plain data (DESIGN.md, Decisions).
+
+    No class is ever instantiated by a name taken from the wire: the remote
+    exception's type name, message and formatted traceback travel as strings.
+
+    Attributes:
+        type_name: the remote exception's qualified class name.
+        message: ``str()`` of the remote exception.
+        remote_traceback: the formatted remote traceback (may be empty).
+    """
+
+    def __init__(
+        self, type_name: str, message: str, remote_traceback: str = ""
+    ) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteError) and (
+            self.type_name,
+            self.message,
+            self.remote_traceback,
+        ) == (other.type_name, other.message, other.remote_traceback)
+
+    def __hash__(self) -> int:
+        return hash((self.type_name, self.message))
+
+
+class ProcessExit(Exception):
+    """Raised inside a process to end it with *reason* (Erlang's ``exit/1``).
+
+    The process ends quietly (no crash log) and its links and monitors see
+    *reason*: ``"normal"``, ``"shutdown"``, or any value (plain data if it
+    must cross nodes).
+
+    Attributes:
+        reason: the exit reason.
+    """
+
+    def __init__(self, reason: object = "normal") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -34,11 +34,17 @@ __all__ = [
 @final
 @attrs.frozen(kw_only=True)
 class Send:
-    """Send *message* (an attrs value of the core's protocol) to node *to*."""
+    """Send *message* (an attrs value of the core's protocol) to node *to*.
+
+    ``key`` is the partition key picking the connection on a channel with
+    parallelism > 1; a DOWN uses the dead process's key so it travels behind
+    every message that process sent (DESIGN.md, what Partisan learned).
+    """
 
     to: str
     message: object
     channel: str = "membership"
+    key: object = None
 
 
 @final

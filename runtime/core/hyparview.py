@@ -150,6 +150,7 @@ __all__ = [
     "PROMOTION_TIMER",
     "SHUFFLE_NODES_LIMIT",
     "SHUFFLE_TIMER",
+    "MESSAGE_TYPES",
     "WALK_LENGTH_LIMIT",
     "DisconnectNotice",
     "ForwardJoin",
@@ -401,6 +402,17 @@ HyParViewMessage: TypeAlias = (
     | ShuffleReply
 )
 
+MESSAGE_TYPES: Final[tuple[type, ...]] = (
+    Join,
+    ForwardJoin,
+    Neighbour,
+    NeighbourReply,
+    DisconnectNotice,
+    Shuffle,
+    ShuffleReply,
+)
+"""The wire contract: a message's position is its number (append only)."""
+
 
 @final
 @attrs.frozen(kw_only=True)
@@ -538,6 +550,15 @@ class HyParView:
     def passive_view(self) -> list[str]:
         """Names in our passive view, sorted."""
         return sorted(self._passive)
+
+    def members(self) -> list[NodeSpec]:
+        """Ourselves and our active neighbours, sorted by name (as Partisan)."""
+        specs = [self._me, *self._active.values()]
+        return sorted(specs, key=lambda spec: spec.name)
+
+    def neighbours(self) -> list[str]:
+        """The active view: the nodes we keep a link to, sorted."""
+        return sorted(self._active)
 
     def spec(self, name: str) -> NodeSpec | None:
         """The spec we hold for *name* (active, asked, or passive), if any."""
@@ -922,6 +943,7 @@ class HyParView:
             self._counters.active_view_overflow_count += 1
             out.append(Send(to=victim, message=DisconnectNotice()))
             self._add_passive(self._remove_active(victim, out))
+        assert spec.name == name
         self._active[name] = spec
         self._counters.neighbour_up_count += 1
         out += [Connect(spec=spec), NeighbourUp(spec=spec)]
@@ -944,6 +966,7 @@ class HyParView:
             preferred = sorted(n for n in evict_first if n in self._passive)
             victim = self._rng.choice(preferred or sorted(self._passive))
             del self._passive[victim]
+        assert spec.name == name
         self._passive[name] = spec
 
     def _integrate(self, nodes: Iterable[NodeSpec], evict_first: Sequence[str]) -> None:
@@ -972,13 +995,17 @@ class HyParView:
             out.append(Disconnect(peer=name))
 
     def _check_invariants(self) -> None:
+        # Runs after every input, so it costs O(active view) in C, no Python
+        # loop: that each entry is keyed by its spec's name is asserted where
+        # entries are written (_add_active, _add_passive, the only places).
         me = self._me.name
-        assert me not in self._active
+        active = self._active
+        assert me not in active
         assert me not in self._passive
         assert me not in self._pending
-        assert self._active.keys().isdisjoint(self._passive)
-        assert self._active.keys().isdisjoint(self._pending)
-        assert len(self._active) <= self._config.active_view_size_max
+        # Two key views: isdisjoint then walks the shorter one (given a plain
+        # dict it would walk the whole passive view).
+        assert active.keys().isdisjoint(self._passive.keys())
+        assert active.keys().isdisjoint(self._pending.keys())
+        assert len(active) <= self._config.active_view_size_max
         assert len(self._passive) <= self._config.passive_view_size_max
-        assert all(spec.name == name for name, spec in self._active.items())
-        assert all(spec.name == name for name, spec in self._passive.items())

@@ -131,6 +131,7 @@ from runtime.core.effects import CancelTimer, Send, SetTimer
 __all__ = [
     "GRAFT_TIMER",
     "LAZY_TICK_TIMER",
+    "MESSAGE_TYPES",
     "Deliver",
     "Gossip",
     "Graft",
@@ -252,6 +253,9 @@ class Prune:
 
 
 PlumtreeMessage: TypeAlias = Gossip | IHave | Graft | Prune
+
+MESSAGE_TYPES: Final[tuple[type, ...]] = (Gossip, IHave, Graft, Prune)
+"""The wire contract: a message's position is its number (append only)."""
 
 
 @final

@@ -14,7 +14,13 @@ import attrs
 
 from runtime.ref import validate_node_name
 
-__all__ = ["DEFAULT_CHANNELS", "ChannelSpec", "NodeSpec", "with_default_channels"]
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "NODE_ROLES",
+    "ChannelSpec",
+    "NodeSpec",
+    "with_default_channels",
+]
 
 
 def _check_name(_instance: object, _attribute: object, value: str) -> None:
@@ -70,16 +76,30 @@ def _addresses(value: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
     return tuple((str(host), int(port)) for host, port in value)
 
 
+NODE_ROLES: Final = ("peer", "server", "client")
+"""``peer`` for every strategy but client/server, whose nodes are one of the others."""
+
+
 @final
 @attrs.frozen(kw_only=True)
 class NodeSpec:
-    """What the cluster knows of a node: name, listen addresses, channels."""
+    """What the cluster knows of a node: name, listen addresses, channels, role.
+
+    ``role`` matters only to the ``client_server`` strategy: clients link only
+    to servers, servers to everyone.
+    """
 
     name: str = attrs.field(validator=_check_name)
     addresses: tuple[tuple[str, int], ...] = attrs.field(converter=_addresses)
     channels: tuple[ChannelSpec, ...] = attrs.field(
         default=DEFAULT_CHANNELS, converter=with_default_channels
     )
+    role: str = attrs.field(default="peer")
+
+    @role.validator
+    def _check_role(self, _attribute: object, value: str) -> None:
+        if value not in NODE_ROLES:
+            raise ValueError(f"role must be one of {NODE_ROLES}, not {value!r}")
 
     def channel(self, name: str) -> ChannelSpec | None:
         for spec in self.channels:

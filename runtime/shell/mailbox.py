@@ -90,6 +90,16 @@ class Mailbox:
         self._spot.wake()
         return True
 
+    def discard(self, match: Callable[[object], bool]) -> int:
+        """Remove every queued message *match* accepts (the owner's call, as
+        ``demonitor(ref, flush=True)``); returns how many."""
+        kept = [message for message in self._messages if not match(message)]
+        removed = len(self._messages) - len(kept)
+        if removed:
+            self._messages.clear()
+            self._messages.extend(kept)
+        return removed
+
     def close(self) -> None:
         """Refuse further deliveries and drop what is queued (the owner died)."""
         self.closed = True

@@ -29,12 +29,12 @@ import logging
 import random
 import secrets
 import ssl
-from collections.abc import Callable
-from typing import Any, Final, final
+from collections.abc import Callable, Iterable
+from typing import Any, Final, Protocol, final
 
 import trio
 
-from runtime.config import NodeConfig, NodeSpec
+from runtime.config import ChannelSpec, NodeConfig, NodeSpec
 from runtime.core.framing import HANDSHAKE_FRAME_BYTES_MAX, FrameDecoder
 from runtime.core.handshake import (
     NONCE_BYTES,
@@ -55,7 +55,7 @@ from runtime.shell.connection import ConnectionState, OutboundConnection, SendSt
 from runtime.shell.network import Address, Listener, Network
 from runtime.wire import Decoder, encode_frame
 
-__all__ = ["Transport"]
+__all__ = ["FaultFilter", "Transport", "TransportListener"]
 
 log = logging.getLogger("runtime.transport")
 
@@ -77,6 +77,37 @@ _CONNECTION_ERRORS: Final = (
 Route = Callable[[int, Any, Any, Any, Any], None]
 
 
+class TransportListener(Protocol):
+    """Who hears about connection changes (the membership service).
+
+    Called synchronously from the dial loops; must not block or raise.
+    """
+
+    def slot_up(self, slot: OutboundConnection) -> None:
+        """Our connection *slot* (peer, channel, index) completed its handshake."""
+        ...
+
+    def slot_down(self, slot: OutboundConnection, reason: str) -> None:
+        """That connection, once up, is gone (also when we closed it)."""
+        ...
+
+    def dial_failed(self, slot: OutboundConnection, reason: str) -> None:
+        """A dial of *slot* failed before it came up."""
+        ...
+
+
+class FaultFilter(Protocol):
+    """Injected faults the transport must honour (runtime/shell/faults.py)."""
+
+    def partitioned(self, node: str) -> bool:
+        """Whether all traffic with *node* is cut."""
+        ...
+
+    def filter_received(self, node: str, route: Route, envelope: list[Any]) -> None:
+        """Route *envelope* from *node* through the receive interpositions."""
+        ...
+
+
 class ConnectionLost(Exception):
     """The peer closed a connection we only write to."""
 
@@ -85,13 +116,15 @@ class ConnectionLost(Exception):
 class _Peer:
     """What the transport keeps per peer: its spec and its outgoing slots."""
 
-    __slots__ = ("channels", "creation", "dial_scope", "spec")
+    __slots__ = ("channels", "creation", "dial_scope", "nursery", "spec")
 
     def __init__(self, spec: NodeSpec, channels: dict[str, list[OutboundConnection]]):
         self.spec = spec
         self.channels = channels
         self.creation: int | None = None
         self.dial_scope = trio.CancelScope()
+        # The nursery of the peer's dial loops, once they run.
+        self.nursery: trio.Nursery | None = None
 
 
 @final
@@ -130,6 +163,11 @@ class Transport:
         self.handshake_failures_count = 0
         self.frames_received_count = 0
         self.refused_messages_count = 0
+        # Frames received per peer node: the failure detector's "heard from".
+        self.heard: dict[str, int] = {}
+        self.listener: TransportListener | None = None
+        # Injected faults, or None (the common case: one attribute test).
+        self.faults: FaultFilter | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -149,8 +187,8 @@ class Transport:
                 *address,
             )
         nursery.start_soon(self._accept_loop, listener)
-        for spec in self.config.peers:
-            self.add_peer(spec)
+        # The configured peers are the membership service's business (seeds,
+        # or the static member list): it connects to them.
         return address
 
     async def aclose(self) -> None:
@@ -163,20 +201,38 @@ class Transport:
 
     # --------------------------------------------------------------------- peers
 
-    def add_peer(self, spec: NodeSpec) -> None:
-        """Start dialling *spec* on every channel (replacing an older spec)."""
+    def add_peer(self, spec: NodeSpec, channels: Iterable[str] | None = None) -> None:
+        """Start dialling *spec* on every channel, or only on *channels*
+        (replacing an older spec). Adding a known peer with more channels
+        dials the missing ones: the membership layer opens only the
+        ``membership`` channel to a node it merely talks to, and the rest
+        once the node becomes a neighbour."""
         if spec.name == self.name:
             return
+        wanted = [
+            channel
+            for channel in self.config.channels
+            if channels is None or channel.name in channels
+        ]
         old = self.peers.get(spec.name)
         if old is not None:
             if old.spec == spec:
+                self._add_channels(old, wanted)
                 return
             self.remove_peer(spec.name)
-        channels: dict[str, list[OutboundConnection]] = {}
-        for channel in self.config.channels:
-            channels[channel.name] = [
+        peer = _Peer(spec, {})
+        self._add_channels(peer, wanted)
+        self.peers[spec.name] = peer
+        assert self._nursery is not None, "add_peer before start"
+        self._nursery.start_soon(self._run_peer, peer, name=f"peer {spec.name}")
+
+    def _add_channels(self, peer: _Peer, wanted: list[ChannelSpec]) -> None:
+        for channel in wanted:
+            if channel.name in peer.channels:
+                continue
+            slots = [
                 OutboundConnection(
-                    peer=spec.name,
+                    peer=peer.spec.name,
                     channel=channel.name,
                     index=index,
                     monotonic=channel.monotonic,
@@ -184,10 +240,15 @@ class Transport:
                 )
                 for index in range(channel.parallelism)
             ]
-        peer = _Peer(spec, channels)
-        self.peers[spec.name] = peer
-        assert self._nursery is not None, "add_peer before start"
-        self._nursery.start_soon(self._run_peer, peer, name=f"peer {spec.name}")
+            peer.channels[channel.name] = slots
+            if peer.nursery is not None:
+                for slot in slots:
+                    peer.nursery.start_soon(self._dial_loop, peer, slot)
+
+    def channels_of(self, name: str) -> list[str]:
+        """The channels we dial *name* on (empty if it is not a peer)."""
+        peer = self.peers.get(name)
+        return list(peer.channels) if peer is not None else []
 
     def remove_peer(self, name: str) -> None:
         """Stop dialling *name* and close its connections."""
@@ -199,6 +260,13 @@ class Transport:
             for slot in slots:
                 slot.detach("peer removed", closed=True)
         self._notify()
+
+    def reset_peer(self, name: str) -> None:
+        """Close every connection to *name* and dial it afresh (it went silent)."""
+        peer = self.peers.get(name)
+        if peer is not None:
+            self.remove_peer(name)
+            self.add_peer(peer.spec, list(peer.channels))
 
     def slot(
         self, node: str, channel: str, key: object
@@ -245,7 +313,8 @@ class Transport:
     async def _run_peer(self, peer: _Peer) -> None:
         with peer.dial_scope:
             async with trio.open_nursery() as nursery:
-                for slots in peer.channels.values():
+                peer.nursery = nursery
+                for slots in list(peer.channels.values()):
                     for slot in slots:
                         nursery.start_soon(self._dial_loop, peer, slot)
 
@@ -254,7 +323,10 @@ class Transport:
         backoff = config.reconnect_backoff_min
         while True:
             started = trio.current_time()
-            reason = await self._connect_once(peer, slot)
+            reason, established = await self._connect_once(peer, slot)
+            listener = self.listener
+            if listener is not None and not established:
+                listener.dial_failed(slot, reason)
             if trio.current_time() - started > 1.0 and slot.connects_count:
                 # The connection lived a while: a fresh failure, not a storm.
                 backoff = config.reconnect_backoff_min
@@ -269,13 +341,18 @@ class Transport:
             await trio.sleep(delay)
             backoff = min(backoff * 2, config.reconnect_backoff_max)
 
-    async def _connect_once(self, peer: _Peer, slot: OutboundConnection) -> str:
-        """One connection's life; returns why it ended."""
+    async def _connect_once(
+        self, peer: _Peer, slot: OutboundConnection
+    ) -> tuple[str, bool]:
+        """One connection's life; returns why it ended, and whether it was up."""
         config = self.config
         name = peer.spec.name
         stream: trio.abc.Stream | None = None
         identity: PeerIdentity | None = None
         try:
+            faults = self.faults
+            if faults is not None and faults.partitioned(name):
+                raise OSError(f"partitioned from {name} (injected fault)")
             stream = await self._dial(peer.spec)
             stream = await self._start_tls(stream, peer=name)
             handshake = Handshake(
@@ -302,7 +379,7 @@ class Transport:
                 log.debug("connect to %s/%s failed: %s", name, slot.channel, reason)
             if stream is not None and isinstance(exc, HandshakeError):
                 await _send_reject(stream, exc)
-            return reason
+            return reason, False
         finally:
             # Any way out before the connection is established (a failure, or
             # the node stopping mid-handshake) closes the stream.
@@ -324,7 +401,9 @@ class Transport:
         slot.attach(direct_fd=direct_fd)
         self._notify()
         log.debug("connected to %s/%s[%d]", name, slot.channel, slot.index)
-        reason = "closed"
+        reason = "closed locally"
+        if self.listener is not None:
+            self.listener.slot_up(slot)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(slot.run_writer, stream, config.write_timeout)
@@ -336,11 +415,15 @@ class Transport:
         finally:
             slot.detach(reason)
             self._notify()
+            # Reported here, not by the dial loop: a removed or reset peer's
+            # connection ends by cancellation and never returns.
+            if self.listener is not None:
+                self.listener.slot_down(slot, reason)
             await _close_quietly(stream)
         log.info(
             "connection to %s/%s[%d] lost: %s", name, slot.channel, slot.index, reason
         )
-        return reason
+        return reason, True
 
     async def _start_tls(
         self, stream: trio.abc.Stream, *, peer: str | None
@@ -424,8 +507,13 @@ class Transport:
                     stream, handshake, decoder
                 )
             peer_name = f"{identity.node}/{identity.channel}[{identity.index}]"
+            faults = self.faults
+            if faults is not None and faults.partitioned(identity.node):
+                raise OSError("partitioned (injected fault)")
             decoder.frame_bytes_max = config.frame_bytes_max
-            await self._read_loop(stream, decoder, leftover, peer_name)
+            await self._read_loop(
+                stream, decoder, leftover, peer_name, node=identity.node
+            )
         except HandshakeError as exc:
             self.handshake_failures_count += 1
             claimed = handshake.peer_node if handshake is not None else None
@@ -448,15 +536,19 @@ class Transport:
         decoder: FrameDecoder,
         leftover: list[bytes],
         peer: str,
+        *,
+        node: str,
     ) -> None:
         """The inbound hot path: bytes -> frames -> envelopes -> router."""
         decode = Decoder(refs_as_uri=self.config.refs_as_uri).decode_envelope
         route = self._route
         feed = decoder.feed
         receive = stream.receive_some
+        heard = self.heard
         bodies = leftover
         try:
             while True:
+                faults = self.faults
                 for body in bodies:
                     try:
                         kind, target, sender, ref, payload = decode(body)
@@ -465,9 +557,16 @@ class Transport:
                         self.refused_messages_count += 1
                         log.warning("dropped a message from %s: %s", peer, exc)
                         continue
-                    route(kind, target, sender, ref, payload)
+                    if faults is None:
+                        route(kind, target, sender, ref, payload)
+                    else:
+                        faults.filter_received(
+                            node, route, [kind, target, sender, ref, payload]
+                        )
                 self.frames_received_count += len(bodies)
                 if bodies:
+                    if faults is None or not faults.partitioned(node):
+                        heard[node] = heard.get(node, 0) + len(bodies)
                     # Let the processes we just woke run before we go back to
                     # the socket: their replies are the latency path. Twice,
                     # since trio may run a batch in either order.
@@ -520,6 +619,12 @@ class Transport:
             while consumed < len(bodies) and not handshake.done:
                 effects += handshake.on_body(body_decoder.decode(bodies[consumed]))
                 consumed += 1
+            faults = self.faults
+            claimed = handshake.peer_node
+            if faults is not None and claimed and faults.partitioned(claimed):
+                # Refuse before the peer sees the connection come up, so a
+                # partitioned peer never flaps up and down.
+                raise OSError(f"partitioned from {claimed} (injected fault)")
 
 
 async def _send_reject(stream: trio.abc.Stream, error: HandshakeError) -> None:

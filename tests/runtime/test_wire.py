@@ -155,6 +155,7 @@ def test_kind_values_are_the_recorded_wire_constants() -> None:
         "SEND": 0,
         "SEND_NAME": 1,
         "EXIT": 2,
+        "CONTROL": 3,
     }
 
 
