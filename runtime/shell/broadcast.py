@@ -63,6 +63,11 @@ log = logging.getLogger("runtime.broadcast")
 PROTOCOL_PREFIX: Final = "broadcast:"
 # Delivers applied per turn of the apply task before it yields.
 APPLY_BATCH_MAX: Final = 256
+# Messages held per sender that is not (yet) our neighbour. Each side sees the
+# other come up on its own schedule (each dials the other), so a neighbour's
+# first messages (its catch-up announcements) may arrive a moment before we
+# see it up; the core ignores non-neighbours, so they wait here until then.
+EARLY_MESSAGES_MAX: Final = 1024
 
 
 @final
@@ -102,6 +107,8 @@ class BroadcastGroup:
         self._deliveries: deque[Deliver] = deque()
         self._apply_spot = ParkingSpot()
         self._neighbours: dict[str, None] = {}
+        self._early: dict[str, list[object]] = {}
+        self.early_dropped_count = 0
         self.applied_count = 0
         self.applied_new_count = 0
         self.apply_errors_count = 0
@@ -148,9 +155,13 @@ class BroadcastGroup:
             if peer not in self._neighbours:
                 self._neighbours[peer] = None
                 self._execute(self.core.on_neighbour_up(peer, now))
-        elif peer in self._neighbours:
-            del self._neighbours[peer]
-            self._execute(self.core.on_neighbour_down(peer, now))
+                for message in self._early.pop(peer, ()):
+                    self._execute(self.core.on_message(peer, message, now))
+        else:
+            self._early.pop(peer, None)
+            if peer in self._neighbours:
+                del self._neighbours[peer]
+                self._execute(self.core.on_neighbour_down(peer, now))
 
     def _on_message(self, sender: str, payload: Any) -> None:
         try:
@@ -160,6 +171,13 @@ class BroadcastGroup:
             log.warning(
                 "group %s refused a message from %s: %s", self.name, sender, exc
             )
+            return
+        if sender not in self._neighbours:
+            early = self._early.setdefault(sender, [])
+            if len(early) < EARLY_MESSAGES_MAX:
+                early.append(message)
+            else:
+                self.early_dropped_count += 1
             return
         self._execute(self.core.on_message(sender, message, trio.current_time()))
 

@@ -142,7 +142,7 @@ class FullMeshSimMachine(RuleBasedStateMachine):
         self.run(seconds)
         self.cluster.clear_faults()
 
-    @rule(seconds=st.floats(min_value=0.01, max_value=15.0))
+    @rule(seconds=st.floats(min_value=0.01, max_value=10.0))
     def advance(self, seconds: float) -> None:
         self.run(seconds)
 
@@ -184,5 +184,5 @@ class FullMeshSimMachine(RuleBasedStateMachine):
                 ), f"{name} joined through live {contact} but lists {listed[name]}"
 
 
-FullMeshSimMachine.TestCase.settings = settings(stateful_step_count=20, deadline=None)
+FullMeshSimMachine.TestCase.settings = settings(stateful_step_count=15, deadline=None)
 TestCase = FullMeshSimMachine.TestCase
