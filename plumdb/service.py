@@ -48,7 +48,6 @@ has no way to unregister them); after ``aclose`` they ignore everything.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -409,8 +408,9 @@ class PlumDB:
         resolver: Resolver = "lww",
     ) -> T:
         """Fold *function* over :meth:`iterate`'s pairs, from *initial*."""
-        pairs = self.iterate(full_prefix, start=start, match=match, resolver=resolver)
-        return functools.reduce(function, pairs, initial)
+        return self._store.fold(
+            full_prefix, function, initial, start=start, match=match, resolver=resolver
+        )
 
     def to_list(
         self,
@@ -421,8 +421,8 @@ class PlumDB:
         resolver: Resolver = "lww",
     ) -> list[tuple[Key, object]]:
         """:meth:`iterate`'s pairs as a list."""
-        return list(
-            self.iterate(full_prefix, start=start, match=match, resolver=resolver)
+        return self._store.to_list(
+            full_prefix, start=start, match=match, resolver=resolver
         )
 
     def match(
@@ -433,7 +433,7 @@ class PlumDB:
         resolver: Resolver = "lww",
     ) -> list[tuple[Key, object]]:
         """The live ``(key, value)`` pairs whose key matches *pattern*, in order."""
-        return self.to_list(full_prefix, match=pattern, resolver=resolver)
+        return self._store.match(full_prefix, pattern, resolver=resolver)
 
     # --------------------------------------------------------- subscriptions
 
