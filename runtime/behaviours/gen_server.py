@@ -40,6 +40,7 @@ no ``format_status``; ``init`` failing makes ``start_link`` raise
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
 import attrs
@@ -316,6 +317,34 @@ def init_failed(ack: StartAck, parent: Pid | None, error: StartError) -> None:
     ack.fail(error)
 
 
+async def run_init(
+    init: Callable[[], Awaitable[object]], ack: StartAck, parent: Pid | None
+) -> object:
+    """Run a behaviour's ``init`` and tell the starter about every way it can
+    end but success: a crash or ``Stop`` fails the start (and is re-raised as
+    the process's exit), ``IGNORE`` is acknowledged and returned. The caller
+    checks the shape of anything else and acknowledges it (GenServer and
+    GenStatem share this; only what a good ``init`` returns differs)."""
+    try:
+        result = await init()
+    except ProcessExit as exc:
+        init_failed(ack, parent, StartError(exc.reason))
+        raise
+    except Exception as exc:
+        error = StartError(exc)
+        error.__cause__ = exc
+        init_failed(ack, parent, error)
+        raise
+    if result is IGNORE:
+        if parent is not None:
+            current_node().unlink(parent)
+        ack.ignore()
+    elif type(result) is Stop:
+        init_failed(ack, parent, StartError(result.reason))
+        raise ProcessExit(result.reason)
+    return result
+
+
 # -- the loop -------------------------------------------------------------------
 
 
@@ -327,24 +356,9 @@ async def _run(
     reason: object = "normal"
     try:
         try:
-            try:
-                result = await server.init(arg)
-            except ProcessExit as exc:
-                init_failed(ack, parent, StartError(exc.reason))
-                raise
-            except Exception as exc:
-                error = StartError(exc)
-                error.__cause__ = exc
-                init_failed(ack, parent, error)
-                raise
+            result = await run_init(lambda: server.init(arg), ack, parent)
             if result is IGNORE:
-                if parent is not None:
-                    current_node().unlink(parent)
-                ack.ignore()
                 return
-            if type(result) is Stop:
-                init_failed(ack, parent, StartError(result.reason))
-                raise ProcessExit(result.reason)
             ack.ok()
         finally:
             if not ack.done:

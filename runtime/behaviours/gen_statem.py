@@ -79,6 +79,7 @@ from runtime.behaviours.gen_server import (
     StartError,
     Stop,
     init_failed,
+    run_init,
     start_process,
 )
 from runtime.errors import ProcessExit
@@ -301,24 +302,9 @@ async def _run(
     reason: object = "normal"
     try:
         try:
-            try:
-                result = await statem.init(arg)
-            except ProcessExit as exc:
-                init_failed(ack, parent, StartError(exc.reason))
-                raise
-            except Exception as exc:
-                error = StartError(exc)
-                error.__cause__ = exc
-                init_failed(ack, parent, error)
-                raise
+            result = await run_init(lambda: statem.init(arg), ack, parent)
             if result is IGNORE:
-                if parent is not None:
-                    current_node().unlink(parent)
-                ack.ignore()
                 return
-            if type(result) is Stop:
-                init_failed(ack, parent, StartError(result.reason))
-                raise ProcessExit(result.reason)
             if type(result) is not NextState:
                 error = StartError(f"init returned {result!r}, want NextState")
                 init_failed(ack, parent, error)

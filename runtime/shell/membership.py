@@ -154,7 +154,6 @@ class MembershipService:
         message_types: Iterable[type],
         *,
         seeds: Iterable[NodeSpec],
-        rng: random.Random,
     ) -> None:
         self._node = node
         self.config = config
@@ -163,7 +162,6 @@ class MembershipService:
         self._heartbeat_codec = MessageCodec(HEARTBEAT_TYPES)
         self.detector = FailureDetector(config.failure_detector)
         self._seeds = [spec for spec in seeds if spec.name != node.name]
-        self._rng = rng
         self._nursery: trio.Nursery | None = None
         # Timers, named (owner, name): the core's names are its own.
         self._timers = Timers(self._fire)
@@ -183,9 +181,6 @@ class MembershipService:
         self._subscriptions: list[Subscription] = []
         self._events: deque[tuple[bool, str, str]] = deque()
         self._events_spot = ParkingSpot()
-        # Channels opened with the membership channel even to non-neighbours:
-        # the monitor protocol's and user traffic's need a linked node anyway.
-        self._eager_channels: tuple[str, ...] = ()
         self.version = 0
         self.refused_messages_count = 0
         self.dropped_control_count = 0
@@ -490,9 +485,7 @@ class MembershipService:
         # Only the membership channel until the core makes it a neighbour:
         # most HyParView connections are a request or a reply and a close.
         linked = spec.name in self._linked
-        self._node.transport.add_peer(
-            spec, None if linked else (MEMBERSHIP_CHANNEL, *self._eager_channels)
-        )
+        self._node.transport.add_peer(spec, None if linked else (MEMBERSHIP_CHANNEL,))
 
     def _disconnect(self, peer: str) -> None:
         generation = self._generation.get(peer, 0) + 1
@@ -647,4 +640,4 @@ def build_membership(node: Node, rng: random.Random) -> MembershipService:
             message_types = full_mesh.MESSAGE_TYPES
         case _:
             raise ValueError(f"unknown membership strategy {config.strategy!r}")
-    return MembershipService(node, config, core, message_types, seeds=seeds, rng=rng)
+    return MembershipService(node, config, core, message_types, seeds=seeds)
